@@ -1,1 +1,30 @@
-fn main() {}
+//! `wattbench`: measure how fast LLM inference is and how much energy it costs.
+
+mod cli;
+mod commands;
+mod meters;
+mod provenance;
+mod ui;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Devices(args) => commands::devices::run(args),
+        cli::Command::Monitor(args) => commands::monitor::run(args),
+        cli::Command::Measure(args) => commands::measure::run(args),
+        cli::Command::Export(args) => commands::export::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let code = e
+                .downcast_ref::<commands::measure::SpawnError>()
+                .map_or(1, |s| s.exit_code());
+            ExitCode::from(code)
+        }
+    }
+}

@@ -56,7 +56,10 @@ pub fn summarize(
             counter_updates: w.counter_updates,
             mean_sm_util_pct: series.mean_of(t0, t1, |r| r.sm_util_pct),
             mean_mem_util_pct: series.mean_of(t0, t1, |r| r.mem_util_pct),
-            max_mem_used_bytes: series.within(t0, t1).filter_map(|p| p.reading.mem_used_bytes).max(),
+            max_mem_used_bytes: series
+                .within(t0, t1)
+                .filter_map(|p| p.reading.mem_used_bytes)
+                .max(),
             mean_sm_clock_mhz: series.mean_of(t0, t1, |r| r.sm_clock_mhz.map(f64::from)),
             max_temperature_c: series.max_of(t0, t1, |r| r.temperature_c),
         });
@@ -91,7 +94,9 @@ fn start_warnings(device: &str, r: &Reading, warnings: &mut Vec<Warning>) {
 
 /// Sum of the values that are known; `None` when none is.
 fn sum_known(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    values.flatten().fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+    values
+        .flatten()
+        .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
 }
 
 /// Peak of the total instantaneous power across devices, at the sampling instants (all devices are
@@ -162,16 +167,21 @@ mod tests {
         let timeline = Timeline {
             series: vec![constant("a", 250.0), constant("b", 100.0)],
         };
-        let s = summarize(&devices, &timeline, 0.0, 1.0, Some(&[Some(50.0), Some(20.0)]));
+        let s = summarize(
+            &devices,
+            &timeline,
+            0.0,
+            1.0,
+            Some(&[Some(50.0), Some(20.0)]),
+        );
         assert!((s.energy_j.unwrap() - 350.0).abs() < 1e-9);
         assert!((s.avg_power_w.unwrap() - 350.0).abs() < 1e-9);
         assert_eq!(s.peak_power_w, Some(350.0));
         assert!((s.net_energy_j.unwrap() - 280.0).abs() < 1e-9);
         assert!((s.devices[0].net_energy_j.unwrap() - 200.0).abs() < 1e-9);
-        assert!(s
-            .warnings
-            .iter()
-            .any(|w| matches!(w, Warning::DeviceBusyAtStart { sm_util_pct, .. } if *sm_util_pct == 50.0)));
+        assert!(s.warnings.iter().any(
+            |w| matches!(w, Warning::DeviceBusyAtStart { sm_util_pct, .. } if *sm_util_pct == 50.0)
+        ));
     }
 
     #[test]

@@ -44,7 +44,9 @@ impl DeviceSeries {
 
     /// The points whose time lies in `[t0, t1]`.
     pub fn within(&self, t0: f64, t1: f64) -> impl Iterator<Item = &Point> {
-        self.points.iter().filter(move |p| p.t_s >= t0 && p.t_s <= t1)
+        self.points
+            .iter()
+            .filter(move |p| p.t_s >= t0 && p.t_s <= t1)
     }
 
     /// Highest instantaneous power in `[t0, t1]`, if any was read.
@@ -55,7 +57,12 @@ impl DeviceSeries {
     }
 
     /// Mean of a reading over the points in `[t0, t1]`, if any point has it.
-    pub fn mean_of(&self, t0: f64, t1: f64, field: impl Fn(&Reading) -> Option<f64>) -> Option<f64> {
+    pub fn mean_of(
+        &self,
+        t0: f64,
+        t1: f64,
+        field: impl Fn(&Reading) -> Option<f64>,
+    ) -> Option<f64> {
         let (sum, n) = self
             .within(t0, t1)
             .filter_map(|p| field(&p.reading))
@@ -90,7 +97,11 @@ impl Timeline {
 
     /// Number of sampling instants (the longest series).
     pub fn len(&self) -> usize {
-        self.series.iter().map(|s| s.points.len()).max().unwrap_or(0)
+        self.series
+            .iter()
+            .map(|s| s.points.len())
+            .max()
+            .unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {

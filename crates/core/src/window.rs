@@ -77,7 +77,12 @@ pub struct WindowEnergy {
 }
 
 /// Computes the energy of `series` over `[t0, t1]` (seconds on the series' clock).
-pub fn window_energy(series: &DeviceSeries, t0: f64, t1: f64, opts: &WindowOptions) -> WindowEnergy {
+pub fn window_energy(
+    series: &DeviceSeries,
+    t0: f64,
+    t1: f64,
+    opts: &WindowOptions,
+) -> WindowEnergy {
     let (t0, t1) = if t1 < t0 { (t1, t0) } else { (t0, t1) };
     let window_s = t1 - t0;
     let device = &series.device_id;
@@ -110,7 +115,11 @@ pub fn window_energy(series: &DeviceSeries, t0: f64, t1: f64, opts: &WindowOptio
     let (energy_j, method) = match (counter_j, integrated_power_j) {
         (Some(c), Some(p)) => {
             let scale = c.abs().max(p.abs());
-            let rel_diff = if scale > 0.0 { (c - p).abs() / scale } else { 0.0 };
+            let rel_diff = if scale > 0.0 {
+                (c - p).abs() / scale
+            } else {
+                0.0
+            };
             if rel_diff > opts.disagreement_threshold {
                 warnings.push(Warning::CounterPowerDisagreement {
                     device: device.clone(),
@@ -123,11 +132,15 @@ pub fn window_energy(series: &DeviceSeries, t0: f64, t1: f64, opts: &WindowOptio
         }
         (Some(c), None) => (Some(c), Some(EnergyMethod::Counter)),
         (None, Some(p)) => {
-            warnings.push(Warning::NoCounter { device: device.clone() });
+            warnings.push(Warning::NoCounter {
+                device: device.clone(),
+            });
             (Some(p), Some(EnergyMethod::PowerIntegration))
         }
         (None, None) => {
-            warnings.push(Warning::NoEnergy { device: device.clone() });
+            warnings.push(Warning::NoEnergy {
+                device: device.clone(),
+            });
             (None, None)
         }
     };
@@ -232,7 +245,11 @@ impl Counter {
             .zip(raw.windows(2))
             .filter_map(|(d, w)| d.map(|d| (d, w[1].0 - w[0].0)))
             .fold((0.0, 0.0), |(e, s), (d, dt)| (e + d, s + dt));
-        let mean_rate = if known_s > 0.0 { known_j / known_s } else { 0.0 };
+        let mean_rate = if known_s > 0.0 {
+            known_j / known_s
+        } else {
+            0.0
+        };
         let mut resets = Vec::new();
         for i in reset_segments {
             let (ta, _, pa) = raw[i];
@@ -244,7 +261,10 @@ impl Counter {
             }
             .max(0.0);
             deltas[i] = Some(estimated_j);
-            resets.push(Reset { at_s: tb, estimated_j });
+            resets.push(Reset {
+                at_s: tb,
+                estimated_j,
+            });
         }
         let mut cumulative = Vec::with_capacity(raw.len());
         let mut changed = Vec::with_capacity(raw.len());

@@ -45,7 +45,15 @@ fn init() -> Result<Nvml, SensorError> {
     for name in LIBRARY_NAMES {
         match Nvml::builder().lib_path(OsStr::new(name)).init() {
             Ok(nvml) => return Ok(nvml),
-            Err(e) => reasons.push(format!("{name}: {e}")),
+            Err(e) => {
+                let e = e.to_string();
+                let e = e.trim_start_matches("a libloading error occurred: ");
+                reasons.push(if e.starts_with(name) {
+                    e.to_string()
+                } else {
+                    format!("{name}: {e}")
+                });
+            }
         }
     }
     Err(SensorError::NvmlUnavailable {
@@ -75,7 +83,9 @@ pub fn visible_indices(value: Option<&str>, uuids: &[String]) -> Result<Vec<u32>
                 // CUDA stops at the first invalid index: nothing after it is visible.
                 break;
             }
-            u32::try_from(i).ok().filter(|&i| (i as usize) < uuids.len())
+            u32::try_from(i)
+                .ok()
+                .filter(|&i| (i as usize) < uuids.len())
         } else {
             let matches: Vec<u32> = uuids
                 .iter()
@@ -143,7 +153,9 @@ impl NvmlSensor {
             detail: format!(": counting devices failed ({e})"),
         })?;
         if count == 0 {
-            return Err(SensorError::NoGpu { detail: String::new() });
+            return Err(SensorError::NoGpu {
+                detail: String::new(),
+            });
         }
         let uuids: Vec<String> = (0..count)
             .map(|i| {
@@ -152,7 +164,10 @@ impl NvmlSensor {
                     .unwrap_or_else(|_| format!("unknown-{i}"))
             })
             .collect();
-        let visible = visible_indices(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), &uuids)?;
+        let visible = visible_indices(
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+            &uuids,
+        )?;
         if visible.is_empty() {
             return Err(SensorError::NoGpu {
                 detail: " visible: CUDA_VISIBLE_DEVICES hides every GPU".into(),
@@ -183,8 +198,12 @@ impl NvmlSensor {
                 PowerLimits {
                     current_w,
                     default_w: mw(dev.power_management_limit_default()),
-                    min_w: bounds.as_ref().map(|b| Watts(f64::from(b.min_limit) / 1000.0)),
-                    max_w: bounds.as_ref().map(|b| Watts(f64::from(b.max_limit) / 1000.0)),
+                    min_w: bounds
+                        .as_ref()
+                        .map(|b| Watts(f64::from(b.min_limit) / 1000.0)),
+                    max_w: bounds
+                        .as_ref()
+                        .map(|b| Watts(f64::from(b.max_limit) / 1000.0)),
                 }
             });
             devices.push(DeviceInfo {
@@ -207,14 +226,21 @@ impl NvmlSensor {
             });
             probes.push(probe);
         }
-        Ok(NvmlSensor { nvml, probes, devices })
+        Ok(NvmlSensor {
+            nvml,
+            probes,
+            devices,
+        })
     }
 
     fn read_one(&self, p: &Probe) -> Result<Reading, SensorError> {
-        let dev = self.nvml.device_by_index(p.nvml_index).map_err(|e| SensorError::Read {
-            device: format!("gpu{}", p.nvml_index),
-            message: e.to_string(),
-        })?;
+        let dev = self
+            .nvml
+            .device_by_index(p.nvml_index)
+            .map_err(|e| SensorError::Read {
+                device: format!("gpu{}", p.nvml_index),
+                message: e.to_string(),
+            })?;
         let energy_j = p
             .counter
             .then(|| dev.total_energy_consumption().ok())
@@ -224,14 +250,20 @@ impl NvmlSensor {
         if p.average && avg_power_w.is_none() {
             avg_power_w = dev.power_usage().ok().map(|mw| f64::from(mw) / 1000.0);
         }
-        let util = p.utilization.then(|| dev.utilization_rates().ok()).flatten();
+        let util = p
+            .utilization
+            .then(|| dev.utilization_rates().ok())
+            .flatten();
         Ok(Reading {
             energy_j,
             power_w,
             avg_power_w,
             sm_util_pct: util.as_ref().map(|u| f64::from(u.gpu)),
             mem_util_pct: util.as_ref().map(|u| f64::from(u.memory)),
-            mem_used_bytes: p.memory.then(|| dev.memory_info().ok().map(|m| m.used)).flatten(),
+            mem_used_bytes: p
+                .memory
+                .then(|| dev.memory_info().ok().map(|m| m.used))
+                .flatten(),
             sm_clock_mhz: p.clock.then(|| dev.clock_info(Clock::SM).ok()).flatten(),
             temperature_c: p
                 .temperature
@@ -261,7 +293,12 @@ impl EnergySensor for NvmlSensor {
             .enumerate()
             .filter_map(|(k, p)| {
                 let dev = self.nvml.device_by_index(p.nvml_index).ok()?;
-                let mut pids: Vec<u32> = dev.running_compute_processes().ok()?.iter().map(|p| p.pid).collect();
+                let mut pids: Vec<u32> = dev
+                    .running_compute_processes()
+                    .ok()?
+                    .iter()
+                    .map(|p| p.pid)
+                    .collect();
                 if let Ok(g) = dev.running_graphics_processes() {
                     pids.extend(g.iter().map(|p| p.pid));
                 }
@@ -278,21 +315,33 @@ mod tests {
     use super::*;
 
     fn uuids() -> Vec<String> {
-        vec!["GPU-aaaa-1111".into(), "GPU-bbbb-2222".into(), "GPU-abcd-3333".into()]
+        vec![
+            "GPU-aaaa-1111".into(),
+            "GPU-bbbb-2222".into(),
+            "GPU-abcd-3333".into(),
+        ]
     }
 
     #[test]
     fn cuda_visible_devices_by_index_and_uuid() {
         assert_eq!(visible_indices(None, &uuids()).unwrap(), [0, 1, 2]);
         assert_eq!(visible_indices(Some("2,0"), &uuids()).unwrap(), [2, 0]);
-        assert_eq!(visible_indices(Some("GPU-bbbb,GPU-abcd-3333"), &uuids()).unwrap(), [1, 2]);
-        assert_eq!(visible_indices(Some(""), &uuids()).unwrap(), Vec::<u32>::new());
+        assert_eq!(
+            visible_indices(Some("GPU-bbbb,GPU-abcd-3333"), &uuids()).unwrap(),
+            [1, 2]
+        );
+        assert_eq!(
+            visible_indices(Some(""), &uuids()).unwrap(),
+            Vec::<u32>::new()
+        );
         assert_eq!(visible_indices(Some("1,-1,0"), &uuids()).unwrap(), [1]);
     }
 
     #[test]
     fn cuda_visible_devices_errors_name_the_entry() {
-        let e = visible_indices(Some("3"), &uuids()).unwrap_err().to_string();
+        let e = visible_indices(Some("3"), &uuids())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"3\"") && e.contains("0=GPU-aaaa-1111"), "{e}");
         // "GPU-a" is ambiguous between two GPUs.
         assert!(visible_indices(Some("GPU-a"), &uuids()).is_err());

@@ -40,7 +40,9 @@ impl RaplSensor {
             .collect();
         packages.sort();
         if packages.is_empty() {
-            return Err(unavailable("no intel-rapl:N zones (the CPU or kernel exposes no RAPL energy)".into()));
+            return Err(unavailable(
+                "no intel-rapl:N zones (the CPU or kernel exposes no RAPL energy)".into(),
+            ));
         }
         let mut zones = Vec::new();
         for pkg in &packages {
@@ -72,7 +74,10 @@ impl RaplSensor {
                 } else {
                     ""
                 };
-                return Err(unavailable(format!("cannot read {}: {e}{hint}", energy.display())));
+                return Err(unavailable(format!(
+                    "cannot read {}: {e}{hint}",
+                    energy.display()
+                )));
             }
             let wrap = read_trimmed(&zone.join("max_energy_range_uj"))
                 .ok()
@@ -88,17 +93,29 @@ impl RaplSensor {
             };
             let (id, kind, index) = if is_dram {
                 dram_index += 1;
-                (format!("rapl:{parent}:dram"), DeviceKind::Dram, dram_index - 1)
+                (
+                    format!("rapl:{parent}:dram"),
+                    DeviceKind::Dram,
+                    dram_index - 1,
+                )
             } else {
                 pkg_index += 1;
-                (format!("rapl:{name}"), DeviceKind::CpuPackage, pkg_index - 1)
+                (
+                    format!("rapl:{name}"),
+                    DeviceKind::CpuPackage,
+                    pkg_index - 1,
+                )
             };
             devices.push(DeviceInfo {
                 id,
                 index,
                 kind,
                 sensor: "rapl".into(),
-                name: if is_dram { format!("DRAM of {parent}") } else { format!("CPU {name}") },
+                name: if is_dram {
+                    format!("DRAM of {parent}")
+                } else {
+                    format!("CPU {name}")
+                },
                 uuid: None,
                 driver_version: None,
                 power_limits: None,
@@ -162,12 +179,28 @@ mod tests {
         let p0 = root.path().join("intel-rapl:0");
         zone(&p0, "package-0", 5_000_000, 262_143_328_850);
         zone(&p0.join("intel-rapl:0:0"), "core", 1, 10);
-        zone(&p0.join("intel-rapl:0:1"), "dram", 2_500_000, 65_712_999_613);
-        zone(&root.path().join("intel-rapl:1"), "package-1", 7_000_000, 262_143_328_850);
+        zone(
+            &p0.join("intel-rapl:0:1"),
+            "dram",
+            2_500_000,
+            65_712_999_613,
+        );
+        zone(
+            &root.path().join("intel-rapl:1"),
+            "package-1",
+            7_000_000,
+            262_143_328_850,
+        );
         let mut s = RaplSensor::open(root.path()).unwrap();
         let ids: Vec<&str> = s.devices().iter().map(|d| d.id.as_str()).collect();
-        assert_eq!(ids, ["rapl:package-0", "rapl:package-0:dram", "rapl:package-1"]);
-        assert_eq!(s.devices()[0].capabilities.counter_wrap_j, Some(262_143.328_850));
+        assert_eq!(
+            ids,
+            ["rapl:package-0", "rapl:package-0:dram", "rapl:package-1"]
+        );
+        assert_eq!(
+            s.devices()[0].capabilities.counter_wrap_j,
+            Some(262_143.328_850)
+        );
         let r = s.read(0.0).unwrap();
         assert_eq!(r[0].energy_j, Some(5.0));
         assert_eq!(r[1].energy_j, Some(2.5));
@@ -176,7 +209,13 @@ mod tests {
 
     #[test]
     fn a_missing_tree_explains_itself() {
-        let e = RaplSensor::open(Path::new("/nonexistent/powercap")).err().unwrap().to_string();
-        assert!(e.contains("/nonexistent/powercap") && e.contains("powercap driver"), "{e}");
+        let e = RaplSensor::open(Path::new("/nonexistent/powercap"))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/powercap") && e.contains("powercap driver"),
+            "{e}"
+        );
     }
 }

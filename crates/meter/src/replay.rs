@@ -42,17 +42,36 @@ impl ReplaySensor {
             column,
             message,
         };
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (hline, header) = lines
-            .next()
-            .ok_or_else(|| err(1, 1, format!("the trace is empty; expected the header {}", HEADER.join(","))))?;
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let (hline, header) = lines.next().ok_or_else(|| {
+            err(
+                1,
+                1,
+                format!(
+                    "the trace is empty; expected the header {}",
+                    HEADER.join(",")
+                ),
+            )
+        })?;
         let names: Vec<&str> = header.split(',').map(str::trim).collect();
         if names != HEADER {
-            let column = names.iter().zip(HEADER).position(|(a, b)| *a != b).unwrap_or(names.len().min(4)) + 1;
+            let column = names
+                .iter()
+                .zip(HEADER)
+                .position(|(a, b)| *a != b)
+                .unwrap_or(names.len().min(4))
+                + 1;
             return Err(err(
                 hline + 1,
                 column,
-                format!("the header must be exactly {} (found {})", HEADER.join(","), header.trim()),
+                format!(
+                    "the header must be exactly {} (found {})",
+                    HEADER.join(","),
+                    header.trim()
+                ),
             ));
         }
         let mut ids: Vec<String> = Vec::new();
@@ -66,7 +85,11 @@ impl ReplaySensor {
                 return Err(err(
                     ln,
                     fields.len().min(4) + 1,
-                    format!("expected 4 fields ({}), found {}", HEADER.join(","), fields.len()),
+                    format!(
+                        "expected 4 fields ({}), found {}",
+                        HEADER.join(","),
+                        fields.len()
+                    ),
                 ));
             }
             let number = |col: usize, optional: bool| -> Result<Option<f64>, SensorError> {
@@ -80,7 +103,11 @@ impl ReplaySensor {
                 }
                 match f.parse::<f64>() {
                     Ok(v) if v.is_finite() => Ok(Some(v)),
-                    _ => Err(err(ln, col + 1, format!("{} {:?} is not a number", HEADER[col], f))),
+                    _ => Err(err(
+                        ln,
+                        col + 1,
+                        format!("{} {:?} is not a number", HEADER[col], f),
+                    )),
                 }
             };
             let t = number(0, false)?.expect("t_s is required; this is a bug");
@@ -108,7 +135,10 @@ impl ReplaySensor {
                 return Err(err(
                     ln,
                     1,
-                    format!("t_s {t} goes back in time for device {} (previous {})", fields[1], last_t[d]),
+                    format!(
+                        "t_s {t} goes back in time for device {} (previous {})",
+                        fields[1], last_t[d]
+                    ),
                 ));
             }
             last_t[d] = t;
@@ -121,7 +151,11 @@ impl ReplaySensor {
             }
         }
         if ids.is_empty() {
-            return Err(err(hline + 2, 1, "the trace has a header but no rows".into()));
+            return Err(err(
+                hline + 2,
+                1,
+                "the trace has a header but no rows".into(),
+            ));
         }
         let devices = ids
             .iter()
@@ -143,7 +177,11 @@ impl ReplaySensor {
                 },
             })
             .collect();
-        Ok(ReplaySensor { devices, tracks, end_s })
+        Ok(ReplaySensor {
+            devices,
+            tracks,
+            end_s,
+        })
     }
 
     /// Time of the trace's last row.
@@ -213,7 +251,9 @@ mod tests {
 
     #[test]
     fn interpolates_power_and_energy_per_device() {
-        let mut s = parse("t_s,device,power_w,energy_j\n0,a,100,0\n1,a,300,200\n0,b,50,\n2,b,50,\n").unwrap();
+        let mut s =
+            parse("t_s,device,power_w,energy_j\n0,a,100,0\n1,a,300,200\n0,b,50,\n2,b,50,\n")
+                .unwrap();
         assert_eq!(s.devices().len(), 2);
         assert!(!s.devices()[1].capabilities.energy_counter);
         let r = s.read(0.5).unwrap();
@@ -226,15 +266,38 @@ mod tests {
 
     #[test]
     fn errors_name_line_and_column() {
-        let e = parse("t_s,device,power_w,energy_j\n0,a,100,\n0.5,a,abc,\n").unwrap_err().to_string();
-        assert!(e.contains("line 3, column 3") && e.contains("\"abc\" is not a number"), "{e}");
-        let e = parse("t,device,power_w,energy_j\n").unwrap_err().to_string();
-        assert!(e.contains("line 1, column 1") && e.contains("header"), "{e}");
-        let e = parse("t_s,device,power_w,energy_j\n0,a,1\n").unwrap_err().to_string();
-        assert!(e.contains("line 2") && e.contains("expected 4 fields"), "{e}");
-        let e = parse("t_s,device,power_w,energy_j\n1,a,1,\n0,a,1,\n").unwrap_err().to_string();
-        assert!(e.contains("line 3, column 1") && e.contains("back in time"), "{e}");
+        let e = parse("t_s,device,power_w,energy_j\n0,a,100,\n0.5,a,abc,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3, column 3") && e.contains("\"abc\" is not a number"),
+            "{e}"
+        );
+        let e = parse("t,device,power_w,energy_j\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1, column 1") && e.contains("header"),
+            "{e}"
+        );
+        let e = parse("t_s,device,power_w,energy_j\n0,a,1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("expected 4 fields"),
+            "{e}"
+        );
+        let e = parse("t_s,device,power_w,energy_j\n1,a,1,\n0,a,1,\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3, column 1") && e.contains("back in time"),
+            "{e}"
+        );
         assert!(parse("").unwrap_err().to_string().contains("empty"));
-        assert!(parse("t_s,device,power_w,energy_j\n").unwrap_err().to_string().contains("no rows"));
+        assert!(parse("t_s,device,power_w,energy_j\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no rows"));
     }
 }

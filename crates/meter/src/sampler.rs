@@ -21,6 +21,8 @@ pub struct LiveSample {
 /// What a stopped sampler hands back.
 pub struct SamplerOutput<S> {
     pub sensor: S,
+    /// Unix time at which the timeline's clock read zero.
+    pub start_unix_s: f64,
     pub timeline: Timeline,
     pub stats: SamplerStats,
     pub warnings: Vec<Warning>,
@@ -40,7 +42,10 @@ pub struct Sampler<S: EnergySensor + 'static> {
 
 /// CPU time consumed by the calling thread, in seconds.
 fn thread_cpu_s() -> Option<f64> {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a valid, writable timespec and the clock id is a constant libc defines.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     (rc == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
@@ -49,6 +54,7 @@ fn thread_cpu_s() -> Option<f64> {
 struct Worker<S> {
     sensor: S,
     start: Instant,
+    start_unix_s: f64,
     timeline: Timeline,
     keep_timeline: bool,
     live: Option<Sender<LiveSample>>,
@@ -65,7 +71,9 @@ impl<S: EnergySensor> Worker<S> {
                 self.samples += 1;
                 if self.keep_timeline {
                     for (series, r) in self.timeline.series.iter_mut().zip(&readings) {
-                        series.points.push(wattbench_core::Point { t_s, reading: *r });
+                        series
+                            .points
+                            .push(wattbench_core::Point { t_s, reading: *r });
                     }
                 }
                 if let Some(tx) = &self.live {
@@ -102,6 +110,7 @@ impl<S: EnergySensor + 'static> Sampler<S> {
         let worker = Worker {
             sensor,
             start,
+            start_unix_s,
             timeline,
             keep_timeline,
             live,
@@ -151,7 +160,11 @@ impl<S: EnergySensor + 'static> Sampler<S> {
     }
 }
 
-fn run<S: EnergySensor>(mut w: Worker<S>, interval: Duration, rx: Receiver<Command>) -> SamplerOutput<S> {
+fn run<S: EnergySensor>(
+    mut w: Worker<S>,
+    interval: Duration,
+    rx: Receiver<Command>,
+) -> SamplerOutput<S> {
     let cpu0 = thread_cpu_s();
     let mut overruns = 0u64;
     w.sample();
@@ -196,12 +209,15 @@ fn run<S: EnergySensor>(mut w: Worker<S>, interval: Duration, rx: Receiver<Comma
         interval_s: interval.as_secs_f64(),
         samples: w.samples,
         cpu_s,
-        cpu_per_sample_ms: cpu_s.filter(|_| w.samples > 0).map(|c| c * 1000.0 / w.samples as f64),
+        cpu_per_sample_ms: cpu_s
+            .filter(|_| w.samples > 0)
+            .map(|c| c * 1000.0 / w.samples as f64),
         overruns,
         read_errors: w.read_errors,
     };
     SamplerOutput {
         sensor: w.sensor,
+        start_unix_s: w.start_unix_s,
         timeline: w.timeline,
         stats,
         warnings,
@@ -215,7 +231,13 @@ mod tests {
 
     #[test]
     fn samples_at_the_interval_and_marks_on_demand() {
-        let s = Sampler::start(FakeSensor::new(100.0, 2), Duration::from_millis(10), true, None).unwrap();
+        let s = Sampler::start(
+            FakeSensor::new(100.0, 2),
+            Duration::from_millis(10),
+            true,
+            None,
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(100));
         let m = s.mark();
         assert!(m >= 0.09, "{m}");
@@ -231,7 +253,13 @@ mod tests {
     #[test]
     fn live_listener_gets_every_sample() {
         let (tx, rx) = mpsc::channel();
-        let s = Sampler::start(FakeSensor::new(5.0, 1), Duration::from_millis(5), false, Some(tx)).unwrap();
+        let s = Sampler::start(
+            FakeSensor::new(5.0, 1),
+            Duration::from_millis(5),
+            false,
+            Some(tx),
+        )
+        .unwrap();
         std::thread::sleep(Duration::from_millis(30));
         let out = s.stop();
         let got: Vec<LiveSample> = rx.try_iter().collect();

@@ -14,7 +14,9 @@ pub fn select(devices: &[DeviceInfo], selectors: &[String]) -> Result<Vec<usize>
             devices
                 .iter()
                 .enumerate()
-                .filter(|(_, d)| d.index == n && matches!(d.kind, DeviceKind::Gpu | DeviceKind::Simulated))
+                .filter(|(_, d)| {
+                    d.index == n && matches!(d.kind, DeviceKind::Gpu | DeviceKind::Simulated)
+                })
                 .map(|(i, _)| i)
                 .collect()
         } else {
@@ -45,7 +47,11 @@ pub fn select(devices: &[DeviceInfo], selectors: &[String]) -> Result<Vec<usize>
             many => {
                 return Err(SensorError::AmbiguousDevice {
                     selector: sel.to_string(),
-                    matches: many.iter().map(|&i| devices[i].id.as_str()).collect::<Vec<_>>().join(", "),
+                    matches: many
+                        .iter()
+                        .map(|&i| devices[i].id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 })
             }
         }
@@ -110,7 +116,12 @@ mod tests {
 
     #[test]
     fn selects_by_index_id_and_uuid_prefix() {
-        let s = |v: &[&str]| select(&gpus(), &v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let s = |v: &[&str]| {
+            select(
+                &gpus(),
+                &v.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            )
+        };
         assert_eq!(s(&["1"]).unwrap(), [1]);
         assert_eq!(s(&["GPU-bb", "gpu0", "1"]).unwrap(), [1, 0]);
         assert_eq!(s(&["rapl:package-0"]).unwrap(), [2]);
@@ -122,9 +133,16 @@ mod tests {
             dev("fake0", 0, DeviceKind::Simulated, None),
             dev("fake1", 1, DeviceKind::Simulated, None),
         ];
-        let e = select(&devices, &["3".to_string()]).unwrap_err().to_string();
-        assert_eq!(e, "device \"3\" does not exist (2 device(s) found: 0, 1); pass --devices 0,1");
-        let e = select(&gpus(), &["GPU-".to_string()]).unwrap_err().to_string();
+        let e = select(&devices, &["3".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "device \"3\" does not exist (2 device(s) found: 0, 1); pass --devices 0,1"
+        );
+        let e = select(&gpus(), &["GPU-".to_string()])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("ambiguous"), "{e}");
     }
 }

@@ -58,7 +58,9 @@ impl SensorSet {
                 }
                 SensorSpec::Nvml => sensors.push(Box::new(NvmlSensor::open()?)),
                 SensorSpec::Rapl { root } => sensors.push(Box::new(RaplSensor::open(root)?)),
-                SensorSpec::Fake { watts, count } => sensors.push(Box::new(FakeSensor::new(*watts, *count))),
+                SensorSpec::Fake { watts, count } => {
+                    sensors.push(Box::new(FakeSensor::new(*watts, *count)))
+                }
                 SensorSpec::Replay { path } => sensors.push(Box::new(ReplaySensor::open(path)?)),
             }
         }
@@ -79,7 +81,11 @@ impl SensorSet {
     }
 
     fn refresh_devices(&mut self) {
-        self.devices = self.sensors.iter().flat_map(|s| s.devices().to_vec()).collect();
+        self.devices = self
+            .sensors
+            .iter()
+            .flat_map(|s| s.devices().to_vec())
+            .collect();
     }
 
     /// Keeps only the devices named by `selectors` (see [`select`]); no selectors keeps all.
@@ -120,7 +126,10 @@ impl EnergySensor for SensorSet {
     }
 
     fn retain(&mut self, keep: &[usize]) {
-        let ids: Vec<String> = keep.iter().filter_map(|&k| self.devices.get(k).map(|d| d.id.clone())).collect();
+        let ids: Vec<String> = keep
+            .iter()
+            .filter_map(|&k| self.devices.get(k).map(|d| d.id.clone()))
+            .collect();
         // Selection by id goes through `select`, which never fails for ids taken from the set.
         let _ = self.select(&ids);
     }
@@ -136,7 +145,10 @@ impl EnergySensor for SensorSet {
     }
 
     fn window_warnings(&self, t0_s: f64, t1_s: f64) -> Vec<Warning> {
-        self.sensors.iter().flat_map(|s| s.window_warnings(t0_s, t1_s)).collect()
+        self.sensors
+            .iter()
+            .flat_map(|s| s.window_warnings(t0_s, t1_s))
+            .collect()
     }
 }
 
@@ -146,7 +158,11 @@ mod tests {
 
     #[test]
     fn selection_spans_sensors_and_reads_stay_aligned() {
-        let mut set = SensorSet::open(&[SensorSpec::Fake { watts: 10.0, count: 3 }]).unwrap();
+        let mut set = SensorSet::open(&[SensorSpec::Fake {
+            watts: 10.0,
+            count: 3,
+        }])
+        .unwrap();
         set.select(&["2".into(), "fake0".into()]).unwrap();
         let ids: Vec<&str> = set.devices().iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["fake0", "fake2"]);
@@ -155,8 +171,14 @@ mod tests {
 
     #[test]
     fn naming_the_same_fake_twice_is_refused() {
-        let spec = SensorSpec::Fake { watts: 1.0, count: 1 };
-        let e = SensorSet::open(&[spec.clone(), spec]).err().unwrap().to_string();
+        let spec = SensorSpec::Fake {
+            watts: 1.0,
+            count: 1,
+        };
+        let e = SensorSet::open(&[spec.clone(), spec])
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("named twice"), "{e}");
     }
 }

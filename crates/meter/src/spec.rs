@@ -13,9 +13,16 @@ pub enum SensorSpec {
     /// Every real sensor that works here (NVML, RAPL); none is an error only when asked for by name.
     Auto,
     Nvml,
-    Rapl { root: PathBuf },
-    Fake { watts: f64, count: u32 },
-    Replay { path: PathBuf },
+    Rapl {
+        root: PathBuf,
+    },
+    Fake {
+        watts: f64,
+        count: u32,
+    },
+    Replay {
+        path: PathBuf,
+    },
 }
 
 impl SensorSpec {
@@ -39,7 +46,9 @@ impl SensorSpec {
                     .unwrap_or_else(|| PathBuf::from(POWERCAP_ROOT)),
             }),
             ("rapl", Some(root)) if !root.is_empty() => Ok(SensorSpec::Rapl { root: root.into() }),
-            ("replay", Some(path)) if !path.is_empty() => Ok(SensorSpec::Replay { path: path.into() }),
+            ("replay", Some(path)) if !path.is_empty() => {
+                Ok(SensorSpec::Replay { path: path.into() })
+            }
             ("replay", _) => Err(invalid("name the trace file, as in replay:trace.csv")),
             ("fake", arg) => {
                 let arg = arg.unwrap_or("");
@@ -51,21 +60,29 @@ impl SensorSpec {
                     .parse()
                     .ok()
                     .filter(|w: &f64| w.is_finite() && *w >= 0.0)
-                    .ok_or_else(|| invalid("give a power in watts, as in fake:250 or fake:250x2"))?;
+                    .ok_or_else(|| {
+                        invalid("give a power in watts, as in fake:250 or fake:250x2")
+                    })?;
                 let count = match n {
                     None => 1,
                     Some(n) => n
                         .parse()
                         .ok()
                         .filter(|&n: &u32| (1..=1024).contains(&n))
-                        .ok_or_else(|| invalid("give a device count from 1 to 1024 after the x, as in fake:250x2"))?,
+                        .ok_or_else(|| {
+                            invalid(
+                                "give a device count from 1 to 1024 after the x, as in fake:250x2",
+                            )
+                        })?,
                 };
                 Ok(SensorSpec::Fake { watts, count })
             }
             ("auto" | "nvml", Some(_)) => Err(invalid(
                 "takes no argument; select devices with --devices (indices or UUIDs)",
             )),
-            _ => Err(SensorError::UnknownSensor { spec: s.to_string() }),
+            _ => Err(SensorError::UnknownSensor {
+                spec: s.to_string(),
+            }),
         }
     }
 
@@ -98,32 +115,60 @@ mod tests {
 
     #[test]
     fn parses_every_form() {
-        assert_eq!(SensorSpec::parse("fake:250x2").unwrap(), SensorSpec::Fake { watts: 250.0, count: 2 });
-        assert_eq!(SensorSpec::parse("fake:12.5").unwrap(), SensorSpec::Fake { watts: 12.5, count: 1 });
+        assert_eq!(
+            SensorSpec::parse("fake:250x2").unwrap(),
+            SensorSpec::Fake {
+                watts: 250.0,
+                count: 2
+            }
+        );
+        assert_eq!(
+            SensorSpec::parse("fake:12.5").unwrap(),
+            SensorSpec::Fake {
+                watts: 12.5,
+                count: 1
+            }
+        );
         assert_eq!(SensorSpec::parse("nvml").unwrap(), SensorSpec::Nvml);
         assert_eq!(
             SensorSpec::parse("rapl:/tmp/pc").unwrap(),
-            SensorSpec::Rapl { root: "/tmp/pc".into() }
+            SensorSpec::Rapl {
+                root: "/tmp/pc".into()
+            }
         );
         assert_eq!(
             SensorSpec::parse_list(&["fake:1,replay:a,b.csv"]).unwrap(),
             vec![
-                SensorSpec::Fake { watts: 1.0, count: 1 },
-                SensorSpec::Replay { path: "a,b.csv".into() }
+                SensorSpec::Fake {
+                    watts: 1.0,
+                    count: 1
+                },
+                SensorSpec::Replay {
+                    path: "a,b.csv".into()
+                }
             ]
         );
-        assert_eq!(SensorSpec::parse_list::<&str>(&[]).unwrap(), vec![SensorSpec::Auto]);
+        assert_eq!(
+            SensorSpec::parse_list::<&str>(&[]).unwrap(),
+            vec![SensorSpec::Auto]
+        );
     }
 
     #[test]
     fn rejects_bad_specs_with_the_fix() {
         let e = SensorSpec::parse("thermometer").unwrap_err().to_string();
-        assert!(e.contains("unknown sensor \"thermometer\"") && e.contains("fake:WATTS"), "{e}");
+        assert!(
+            e.contains("unknown sensor \"thermometer\"") && e.contains("fake:WATTS"),
+            "{e}"
+        );
         let e = SensorSpec::parse("fake:lots").unwrap_err().to_string();
         assert!(e.contains("fake:250"), "{e}");
         let e = SensorSpec::parse("fake:10x0").unwrap_err().to_string();
         assert!(e.contains("device count"), "{e}");
         assert!(SensorSpec::parse("replay:").is_err());
-        assert!(SensorSpec::parse("nvml:0").unwrap_err().to_string().contains("--devices"));
+        assert!(SensorSpec::parse("nvml:0")
+            .unwrap_err()
+            .to_string()
+            .contains("--devices"));
     }
 }

@@ -58,7 +58,9 @@ fn missing_counter_falls_back_to_power_integration_and_says_so() {
     assert_eq!(w.method, Some(EnergyMethod::PowerIntegration));
     assert_eq!(w.counter_j, None);
     assert!(close(w.energy_j.unwrap(), 240.0, 1e-9));
-    assert!(w.warnings.contains(&Warning::NoCounter { device: "dev0".into() }));
+    assert!(w.warnings.contains(&Warning::NoCounter {
+        device: "dev0".into()
+    }));
 }
 
 #[test]
@@ -68,7 +70,9 @@ fn nothing_measurable_is_null_not_zero() {
     assert_eq!(w.energy_j, None);
     assert_eq!(w.avg_power_w, None);
     assert_eq!(w.method, None);
-    assert!(w.warnings.contains(&Warning::NoEnergy { device: "dev0".into() }));
+    assert!(w.warnings.contains(&Warning::NoEnergy {
+        device: "dev0".into()
+    }));
 }
 
 #[test]
@@ -93,7 +97,11 @@ fn counter_reset_is_estimated_from_power_and_warned() {
     // 200 W; the counter restarts from 0 between t=1.0 and t=1.1.
     let s = series((0..=20).map(|i| {
         let t = i as f64 * 0.1;
-        let e = if i <= 10 { 5000.0 + 200.0 * t } else { 200.0 * (t - 1.05) };
+        let e = if i <= 10 {
+            5000.0 + 200.0 * t
+        } else {
+            200.0 * (t - 1.05)
+        };
         (t, Some(e), Some(200.0))
     }));
     let w = window_energy(&s, 0.0, 2.0, &WindowOptions::default());
@@ -105,7 +113,11 @@ fn counter_reset_is_estimated_from_power_and_warned() {
 fn counter_reset_without_power_uses_the_mean_rate() {
     let s = series((0..=20).map(|i| {
         let t = i as f64 * 0.1;
-        let e = if i <= 10 { 100.0 * t } else { 100.0 * (t - 1.1) };
+        let e = if i <= 10 {
+            100.0 * t
+        } else {
+            100.0 * (t - 1.1)
+        };
         (t, Some(e), None)
     }));
     let w = window_energy(&s, 0.0, 2.0, &WindowOptions::default());
@@ -116,7 +128,13 @@ fn counter_reset_without_power_uses_the_mean_rate() {
 fn short_window_is_flagged() {
     let s = constant(100.0, 0.1, 1, 0.0, true, true);
     let w = window_energy(&s, 0.0, 0.1, &WindowOptions::default());
-    assert!(matches!(w.warnings[0], Warning::WindowTooShort { counter_updates: 1, .. }));
+    assert!(matches!(
+        w.warnings[0],
+        Warning::WindowTooShort {
+            counter_updates: 1,
+            ..
+        }
+    ));
 }
 
 #[test]

@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod devices;
+pub mod export;
+pub mod measure;
+pub mod monitor;
