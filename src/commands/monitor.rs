@@ -17,6 +17,9 @@ use wattbench_meter::{EnergySensor, LiveSample, Sampler};
 /// window rules as measurements (counter delta, wrap- and reset-safe, else integrated power).
 struct Accumulator {
     last: DeviceSeries,
+    /// Devices with a counter accumulate counter deltas only: their periodic readings may leave the
+    /// counter out (it is read at most every ~100 ms), and those are skipped here.
+    has_counter: bool,
     opts: WindowOptions,
     energy_j: Option<f64>,
 }
@@ -25,6 +28,7 @@ impl Accumulator {
     fn new(d: &DeviceInfo) -> Self {
         Accumulator {
             last: DeviceSeries::new(d.id.clone()),
+            has_counter: d.capabilities.energy_counter,
             opts: WindowOptions {
                 counter_wrap_j: d.capabilities.counter_wrap_j,
                 ..WindowOptions::default()
@@ -34,6 +38,9 @@ impl Accumulator {
     }
 
     fn push(&mut self, t_s: f64, reading: Reading) {
+        if self.has_counter && reading.energy_j.is_none() {
+            return;
+        }
         self.last.points.push(Point { t_s, reading });
         if self.last.points.len() > 2 {
             self.last.points.remove(0);

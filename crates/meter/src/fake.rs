@@ -2,7 +2,7 @@
 //! driven by the sampler's clock, for tests and for trying the tool without hardware.
 
 use crate::error::SensorError;
-use crate::sensor::{retain_positions, EnergySensor};
+use crate::sensor::{retain_positions, EnergySensor, ReadKind};
 use wattbench_core::{Capabilities, DeviceInfo, DeviceKind, Reading};
 
 /// Arbitrary non-zero counter origin, so that nothing relies on counters starting at zero.
@@ -41,7 +41,7 @@ impl EnergySensor for FakeSensor {
         &self.devices
     }
 
-    fn read(&mut self, t_s: f64) -> Result<Vec<Reading>, SensorError> {
+    fn read(&mut self, t_s: f64, _kind: ReadKind) -> Result<Vec<Reading>, SensorError> {
         Ok(self
             .devices
             .iter()

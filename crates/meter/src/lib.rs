@@ -18,6 +18,6 @@ pub mod spec;
 
 pub use error::SensorError;
 pub use sampler::{LiveSample, Sampler, SamplerOutput};
-pub use sensor::EnergySensor;
+pub use sensor::{EnergySensor, ReadKind};
 pub use set::SensorSet;
 pub use spec::SensorSpec;

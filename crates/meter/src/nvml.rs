@@ -8,14 +8,20 @@
 //! then recorded as null.
 
 use crate::error::SensorError;
-use crate::sensor::{retain_positions, EnergySensor};
+use crate::sensor::{retain_positions, EnergySensor, ReadKind};
 use nvml_wrapper::enum_wrappers::device::{Clock, TemperatureSensor};
 use nvml_wrapper::enums::device::SampleValue;
 use nvml_wrapper::structs::device::FieldId;
 use nvml_wrapper::sys_exports::field_id::{NVML_FI_DEV_POWER_AVERAGE, NVML_FI_DEV_POWER_INSTANT};
 use nvml_wrapper::{Device, Nvml};
 use std::ffi::OsStr;
+use std::time::{Duration, Instant};
 use wattbench_core::{Capabilities, DeviceInfo, DeviceKind, PowerLimits, Reading, Watts};
+
+/// On periodic ticks the energy counter is read at most this often. The H100 updates it about
+/// every 100 ms and one read costs about 4 ms of CPU, so reading it faster only repeats values.
+/// Window edges always read it. Slightly under 100 ms, so that 100 ms sampling reads it every time.
+pub const COUNTER_MIN_PERIOD: Duration = Duration::from_millis(90);
 
 /// Library names tried in order: the versioned soname every driver install has, then the
 /// development symlink.
@@ -37,6 +43,7 @@ pub struct NvmlSensor {
     nvml: Nvml,
     probes: Vec<Probe>,
     devices: Vec<DeviceInfo>,
+    last_counter_read: Option<Instant>,
 }
 
 /// Loads NVML, trying each library name.
@@ -230,10 +237,11 @@ impl NvmlSensor {
             nvml,
             probes,
             devices,
+            last_counter_read: None,
         })
     }
 
-    fn read_one(&self, p: &Probe) -> Result<Reading, SensorError> {
+    fn read_one(&self, p: &Probe, counter: bool) -> Result<Reading, SensorError> {
         let dev = self
             .nvml
             .device_by_index(p.nvml_index)
@@ -241,8 +249,7 @@ impl NvmlSensor {
                 device: format!("gpu{}", p.nvml_index),
                 message: e.to_string(),
             })?;
-        let energy_j = p
-            .counter
+        let energy_j = (p.counter && counter)
             .then(|| dev.total_energy_consumption().ok())
             .flatten()
             .map(|mj| mj as f64 / 1000.0);
@@ -278,8 +285,19 @@ impl EnergySensor for NvmlSensor {
         &self.devices
     }
 
-    fn read(&mut self, _t_s: f64) -> Result<Vec<Reading>, SensorError> {
-        self.probes.iter().map(|p| self.read_one(p)).collect()
+    fn read(&mut self, _t_s: f64, kind: ReadKind) -> Result<Vec<Reading>, SensorError> {
+        let now = Instant::now();
+        let counter = kind == ReadKind::Edge
+            || self
+                .last_counter_read
+                .is_none_or(|t| now.duration_since(t) >= COUNTER_MIN_PERIOD);
+        if counter {
+            self.last_counter_read = Some(now);
+        }
+        self.probes
+            .iter()
+            .map(|p| self.read_one(p, counter))
+            .collect()
     }
 
     fn retain(&mut self, keep: &[usize]) {

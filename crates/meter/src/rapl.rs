@@ -6,7 +6,7 @@
 //! RAPL has no instantaneous power: power is derived from counter deltas.
 
 use crate::error::SensorError;
-use crate::sensor::{retain_positions, EnergySensor};
+use crate::sensor::{retain_positions, EnergySensor, ReadKind};
 use std::path::{Path, PathBuf};
 use wattbench_core::{Capabilities, DeviceInfo, DeviceKind, Reading};
 
@@ -136,7 +136,7 @@ impl EnergySensor for RaplSensor {
         &self.devices
     }
 
-    fn read(&mut self, _t_s: f64) -> Result<Vec<Reading>, SensorError> {
+    fn read(&mut self, _t_s: f64, _kind: ReadKind) -> Result<Vec<Reading>, SensorError> {
         self.files
             .iter()
             .zip(&self.devices)
@@ -201,7 +201,7 @@ mod tests {
             s.devices()[0].capabilities.counter_wrap_j,
             Some(262_143.328_850)
         );
-        let r = s.read(0.0).unwrap();
+        let r = s.read(0.0, ReadKind::Edge).unwrap();
         assert_eq!(r[0].energy_j, Some(5.0));
         assert_eq!(r[1].energy_j, Some(2.5));
         assert_eq!(r[0].power_w, None);

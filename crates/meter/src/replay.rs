@@ -7,7 +7,7 @@
 //! the end are warned about.
 
 use crate::error::SensorError;
-use crate::sensor::{retain_positions, EnergySensor};
+use crate::sensor::{retain_positions, EnergySensor, ReadKind};
 use std::path::{Path, PathBuf};
 use wattbench_core::{Capabilities, DeviceInfo, DeviceKind, Reading, Warning};
 
@@ -212,7 +212,7 @@ impl EnergySensor for ReplaySensor {
         &self.devices
     }
 
-    fn read(&mut self, t_s: f64) -> Result<Vec<Reading>, SensorError> {
+    fn read(&mut self, t_s: f64, _kind: ReadKind) -> Result<Vec<Reading>, SensorError> {
         Ok(self
             .tracks
             .iter()
@@ -256,11 +256,11 @@ mod tests {
                 .unwrap();
         assert_eq!(s.devices().len(), 2);
         assert!(!s.devices()[1].capabilities.energy_counter);
-        let r = s.read(0.5).unwrap();
+        let r = s.read(0.5, ReadKind::Tick).unwrap();
         assert_eq!(r[0].power_w, Some(200.0));
         assert_eq!(r[0].energy_j, Some(100.0));
         assert_eq!(r[1].energy_j, None);
-        assert_eq!(s.read(5.0).unwrap()[0].power_w, Some(300.0));
+        assert_eq!(s.read(5.0, ReadKind::Tick).unwrap()[0].power_w, Some(300.0));
         assert_eq!(s.window_warnings(0.0, 5.0).len(), 1);
     }
 

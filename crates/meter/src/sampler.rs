@@ -5,7 +5,7 @@
 //! at once and returns its time, so that windows start and end on a real reading rather than
 //! between two ticks. The thread's own CPU time is measured, giving the sampler's overhead.
 
-use crate::sensor::EnergySensor;
+use crate::sensor::{EnergySensor, ReadKind};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -64,9 +64,9 @@ struct Worker<S> {
 }
 
 impl<S: EnergySensor> Worker<S> {
-    fn sample(&mut self) -> f64 {
+    fn sample(&mut self, kind: ReadKind) -> f64 {
         let t_s = self.start.elapsed().as_secs_f64();
-        match self.sensor.read(t_s) {
+        match self.sensor.read(t_s, kind) {
             Ok(readings) => {
                 self.samples += 1;
                 if self.keep_timeline {
@@ -167,19 +167,19 @@ fn run<S: EnergySensor>(
 ) -> SamplerOutput<S> {
     let cpu0 = thread_cpu_s();
     let mut overruns = 0u64;
-    w.sample();
+    w.sample(ReadKind::Edge);
     let mut next = w.start + interval;
     loop {
         let now = Instant::now();
         let wait = next.saturating_duration_since(now);
         match rx.recv_timeout(wait) {
             Ok(Command::Mark(reply)) => {
-                let t = w.sample();
+                let t = w.sample(ReadKind::Edge);
                 let _ = reply.send(t);
             }
             Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
-                w.sample();
+                w.sample(ReadKind::Tick);
                 next += interval;
                 let now = Instant::now();
                 if next < now {
@@ -190,7 +190,7 @@ fn run<S: EnergySensor>(
             }
         }
     }
-    w.sample();
+    w.sample(ReadKind::Edge);
     let cpu_s = cpu0.zip(thread_cpu_s()).map(|(a, b)| b - a);
     let mut warnings = Vec::new();
     if overruns > 0 {
@@ -248,6 +248,47 @@ mod tests {
         assert!(pts.windows(2).all(|w| w[0].t_s <= w[1].t_s));
         assert_eq!(out.stats.samples as usize, pts.len());
         assert!(out.stats.cpu_s.is_some());
+    }
+
+    /// Records the kind of every read.
+    struct Recorder {
+        devices: Vec<wattbench_core::DeviceInfo>,
+        kinds: Vec<ReadKind>,
+    }
+
+    impl EnergySensor for Recorder {
+        fn devices(&self) -> &[wattbench_core::DeviceInfo] {
+            &self.devices
+        }
+        fn read(&mut self, _t_s: f64, kind: ReadKind) -> Result<Vec<Reading>, crate::SensorError> {
+            self.kinds.push(kind);
+            Ok(vec![])
+        }
+        fn retain(&mut self, _keep: &[usize]) {}
+    }
+
+    #[test]
+    fn first_last_and_marked_readings_are_edges() {
+        let rec = Recorder {
+            devices: vec![],
+            kinds: vec![],
+        };
+        let s = Sampler::start(rec, Duration::from_millis(10), true, None).unwrap();
+        std::thread::sleep(Duration::from_millis(35));
+        s.mark();
+        std::thread::sleep(Duration::from_millis(35));
+        let kinds = s.stop().sensor.kinds;
+        assert_eq!(kinds.first(), Some(&ReadKind::Edge));
+        assert_eq!(kinds.last(), Some(&ReadKind::Edge));
+        assert_eq!(
+            kinds.iter().filter(|k| **k == ReadKind::Edge).count(),
+            3,
+            "{kinds:?}"
+        );
+        assert!(
+            kinds.iter().filter(|k| **k == ReadKind::Tick).count() >= 4,
+            "{kinds:?}"
+        );
     }
 
     #[test]

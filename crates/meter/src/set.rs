@@ -6,7 +6,7 @@ use crate::nvml::NvmlSensor;
 use crate::rapl::RaplSensor;
 use crate::replay::ReplaySensor;
 use crate::select::select;
-use crate::sensor::EnergySensor;
+use crate::sensor::{EnergySensor, ReadKind};
 use crate::spec::{SensorSpec, POWERCAP_ROOT, POWERCAP_ROOT_ENV};
 use std::path::PathBuf;
 use wattbench_core::{DeviceInfo, Reading, Warning};
@@ -117,10 +117,10 @@ impl EnergySensor for SensorSet {
         &self.devices
     }
 
-    fn read(&mut self, t_s: f64) -> Result<Vec<Reading>, SensorError> {
+    fn read(&mut self, t_s: f64, kind: ReadKind) -> Result<Vec<Reading>, SensorError> {
         let mut out = Vec::with_capacity(self.devices.len());
         for s in &mut self.sensors {
-            out.extend(s.read(t_s)?);
+            out.extend(s.read(t_s, kind)?);
         }
         Ok(out)
     }
@@ -166,7 +166,7 @@ mod tests {
         set.select(&["2".into(), "fake0".into()]).unwrap();
         let ids: Vec<&str> = set.devices().iter().map(|d| d.id.as_str()).collect();
         assert_eq!(ids, ["fake0", "fake2"]);
-        assert_eq!(set.read(1.0).unwrap().len(), 2);
+        assert_eq!(set.read(1.0, ReadKind::Edge).unwrap().len(), 2);
     }
 
     #[test]
