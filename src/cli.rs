@@ -3,6 +3,7 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::time::Duration;
+use wattbench_workload::Split;
 
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
@@ -28,6 +29,8 @@ pub enum Command {
     Measure(MeasureArgs),
     /// Export stored results as CSV or JSON
     Export(ExportArgs),
+    /// List the datasets and where each loads from, or describe one: records, lengths, histogram
+    Datasets(DatasetsArgs),
 }
 
 /// Which sensors to read and which of their devices to keep.
@@ -109,6 +112,52 @@ pub struct ExportArgs {
     /// Write here instead of standard output ("-" is standard output)
     #[arg(long, short, value_name = "FILE")]
     pub output: Option<PathBuf>,
+}
+
+/// Where prompts come from and how they are read.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Dataset split: train, test or all [default: test for gsm8k (bundled), else train]
+    #[arg(long, value_parser = Split::parse)]
+    pub split: Option<Split>,
+    /// Folder with alpaca/alpaca_data.json, gsm8k/{train,test}.jsonl, sharegpt/*.json
+    #[arg(long, value_name = "DIR", env = "WATTBENCH_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Field holding the prompt, for jsonl:, csv: and hub datasets of unknown layout
+    #[arg(long, value_name = "FIELD")]
+    pub prompt_field: Option<String>,
+    /// Field holding the reference answer
+    #[arg(long, value_name = "FIELD")]
+    pub reference_field: Option<String>,
+    /// Ask GSM8K questions to end with the answer after "####", so it can be scored
+    #[arg(long)]
+    pub gsm8k_instruction: bool,
+    /// Configuration (top-level folder) of a hub dataset that has several, such as main or socratic
+    #[arg(long, value_name = "NAME")]
+    pub hf_config: Option<String>,
+    /// Tokenizer for token counts and synthetic prompts: tokenizer.json, a model folder, or a .gguf file
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DatasetsArgs {
+    /// A dataset to describe: alpaca, gsm8k, sharegpt (each optionally :PATH), jsonl:PATH, csv:PATH, hf:ORG/NAME, synthetic:in=N,out=M
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Describe a sample of this many prompts (drawn with --seed) instead of the whole dataset
+    #[arg(long, value_name = "N")]
+    pub num_prompts: Option<usize>,
+    /// Seed of the draw; the same seed gives the same prompts everywhere
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Draw with replacement (needed to draw more prompts than the dataset has)
+    #[arg(long)]
+    pub with_replacement: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

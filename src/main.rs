@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod meters;
+mod prompts;
 mod provenance;
 mod ui;
 
@@ -16,6 +17,7 @@ fn main() -> ExitCode {
         cli::Command::Monitor(args) => commands::monitor::run(args),
         cli::Command::Measure(args) => commands::measure::run(args),
         cli::Command::Export(args) => commands::export::run(args),
+        cli::Command::Datasets(args) => commands::datasets::run(args),
     };
     match result {
         Ok(code) => code,

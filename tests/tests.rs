@@ -1,5 +1,6 @@
 //! All integration tests, in one test binary. They run the real `wattbench` binary.
 
+mod datasets;
 mod devices;
 mod export;
 mod measure;

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod datasets;
 pub mod devices;
 pub mod export;
 pub mod measure;

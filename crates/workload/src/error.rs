@@ -44,7 +44,10 @@ pub enum WorkloadError {
     Format { path: PathBuf, message: String },
 
     #[error("dataset {dataset} is empty ({source_desc}); check the file, the split or the fields")]
-    Empty { dataset: String, source_desc: String },
+    Empty {
+        dataset: String,
+        source_desc: String,
+    },
 
     #[error(
         "--num-prompts {requested} is more than the {available} prompts of {dataset}; pass --num-prompts {available} \
@@ -67,7 +70,10 @@ pub enum WorkloadError {
     Hub { what: String, message: String },
 
     #[error("tokenizer {source_desc}: {message}")]
-    Tokenizer { source_desc: String, message: String },
+    Tokenizer {
+        source_desc: String,
+        message: String,
+    },
 
     #[error("GGUF file {}: {message}", path.display())]
     Gguf { path: PathBuf, message: String },

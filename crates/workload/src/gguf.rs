@@ -140,21 +140,31 @@ pub fn read_metadata(path: &Path) -> Result<Metadata, WorkloadError> {
     let mut r = Reader {
         r: BufReader::with_capacity(1 << 20, f),
     };
-    let magic = r.bytes::<4>().map_err(|e| err(format!("too short for a GGUF header: {e}")))?;
+    let magic = r
+        .bytes::<4>()
+        .map_err(|e| err(format!("too short for a GGUF header: {e}")))?;
     if &magic != b"GGUF" {
-        return Err(err("not a GGUF file (the magic bytes are not \"GGUF\")".into()));
+        return Err(err(
+            "not a GGUF file (the magic bytes are not \"GGUF\")".into()
+        ));
     }
     let version = r.u32().map_err(|e| err(e.to_string()))?;
     if !(2..=3).contains(&version) {
-        return Err(err(format!("GGUF version {version} is not supported (2 and 3 are)")));
+        return Err(err(format!(
+            "GGUF version {version} is not supported (2 and 3 are)"
+        )));
     }
     let tensor_count = r.u64().map_err(|e| err(e.to_string()))?;
     let kv_count = r.u64().map_err(|e| err(e.to_string()))?;
     let mut kv = HashMap::new();
     for i in 0..kv_count {
-        let key = r.string().map_err(|e| err(format!("metadata entry {i}: {e}")))?;
+        let key = r
+            .string()
+            .map_err(|e| err(format!("metadata entry {i}: {e}")))?;
         let ty = r.u32().map_err(|e| err(format!("metadata {key}: {e}")))?;
-        let value = r.value(ty).map_err(|e| err(format!("metadata {key}: {e}")))?;
+        let value = r
+            .value(ty)
+            .map_err(|e| err(format!("metadata {key}: {e}")))?;
         kv.insert(key, value);
     }
     Ok(Metadata {

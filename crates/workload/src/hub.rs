@@ -13,6 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Chooses, from a repository's file list, the files to fetch (or says why none fit).
+pub type FileChooser = dyn Fn(&[String]) -> Result<Vec<String>, String>;
+
 #[derive(Debug, Clone)]
 pub struct Hub {
     pub endpoint: String,
@@ -40,14 +43,17 @@ impl Hub {
                 .unwrap_or_else(|| "https://huggingface.co".into())
                 .trim_end_matches('/')
                 .to_string(),
-            cache: var("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| home.join("hub")),
+            cache: var("HF_HUB_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join("hub")),
             offline: var("HF_HUB_OFFLINE").is_some_and(|v| truthy(&v)),
             token: var("HF_TOKEN"),
         }
     }
 
     fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.cache.join(format!("datasets--{}", repo.replace('/', "--")))
+        self.cache
+            .join(format!("datasets--{}", repo.replace('/', "--")))
     }
 
     /// Files of the cached snapshot of `repo@revision`, if there is one.
@@ -69,7 +75,11 @@ impl Hub {
             .into()
     }
 
-    fn get(&self, agent: &ureq::Agent, url: &str) -> Result<ureq::http::Response<ureq::Body>, String> {
+    fn get(
+        &self,
+        agent: &ureq::Agent,
+        url: &str,
+    ) -> Result<ureq::http::Response<ureq::Body>, String> {
         let mut req = agent.get(url);
         if let Some(t) = &self.token {
             req = req.header("Authorization", format!("Bearer {t}"));
@@ -83,7 +93,7 @@ impl Hub {
         &self,
         repo: &str,
         revision: &str,
-        want: &dyn Fn(&[String]) -> Result<Vec<String>, String>,
+        want: &FileChooser,
     ) -> Result<Vec<PathBuf>, WorkloadError> {
         let hub_err = |message: String| WorkloadError::Hub {
             what: format!("dataset {repo}@{revision}"),
@@ -116,7 +126,11 @@ impl Hub {
             .to_string();
         let files: Vec<String> = info["siblings"]
             .as_array()
-            .map(|a| a.iter().filter_map(|s| s["rfilename"].as_str().map(String::from)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["rfilename"].as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         let chosen = want(&files).map_err(hub_err)?;
         let snap = self.repo_dir(repo).join("snapshots").join(&sha);
@@ -129,7 +143,8 @@ impl Hub {
             if !dest.exists() {
                 let url = format!("{}/datasets/{repo}/resolve/{sha}/{f}", self.endpoint);
                 let resp = self.get(&agent, &url).map_err(hub_err)?;
-                download(resp, &dest).map_err(|e| hub_err(format!("saving {}: {e}", dest.display())))?;
+                download(resp, &dest)
+                    .map_err(|e| hub_err(format!("saving {}: {e}", dest.display())))?;
             }
             paths.push(dest);
         }
@@ -155,7 +170,9 @@ fn download(resp: ureq::http::Response<ureq::Body>, dest: &Path) -> std::io::Res
 }
 
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in rd.flatten() {
         let p = e.path();
         if p.is_dir() {
@@ -172,8 +189,16 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
 /// the split (`test-00000-of-00001.parquet`, `train.jsonl`) or that sit in a folder named after it.
 /// Where the repository has several configurations (top-level folders such as `main` and
 /// `socratic`), `config` picks one; without it, `main` or `default` is taken, or the only one.
-pub fn split_files(files: &[String], split: &str, config: Option<&str>) -> Result<Vec<String>, String> {
-    let data_ext = |f: &str| [".parquet", ".jsonl", ".json"].iter().any(|e| f.ends_with(e));
+pub fn split_files(
+    files: &[String],
+    split: &str,
+    config: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let data_ext = |f: &str| {
+        [".parquet", ".jsonl", ".json"]
+            .iter()
+            .any(|e| f.ends_with(e))
+    };
     let matches_split = |f: &str| {
         let parts: Vec<&str> = f.split('/').collect();
         let name = parts.last().copied().unwrap_or("");
@@ -182,7 +207,10 @@ pub fn split_files(files: &[String], split: &str, config: Option<&str>) -> Resul
             || name.starts_with(&format!("{split}_"))
             || parts[..parts.len() - 1].contains(&split)
     };
-    let candidates: Vec<&String> = files.iter().filter(|f| data_ext(f) && matches_split(f)).collect();
+    let candidates: Vec<&String> = files
+        .iter()
+        .filter(|f| data_ext(f) && matches_split(f))
+        .collect();
     if candidates.is_empty() {
         return Err(format!(
             "no data file of the split {split:?} among {} file(s); pass --split with one the repository has",
@@ -199,8 +227,7 @@ pub fn split_files(files: &[String], split: &str, config: Option<&str>) -> Resul
         None => ["main", "default"]
             .iter()
             .find(|c| configs.iter().any(|x| x == *c))
-            .map(|c| c.to_string())
-            .or_else(|| None),
+            .map(|c| c.to_string()),
     };
     if config.is_none() && configs.len() > 1 && chosen_config.is_none() {
         return Err(format!(
@@ -210,7 +237,11 @@ pub fn split_files(files: &[String], split: &str, config: Option<&str>) -> Resul
     }
     let chosen: Vec<String> = candidates
         .into_iter()
-        .filter(|f| chosen_config.as_ref().is_none_or(|c| top(f).as_deref() == Some(c)))
+        .filter(|f| {
+            chosen_config
+                .as_ref()
+                .is_none_or(|c| top(f).as_deref() == Some(c))
+        })
         .cloned()
         .collect();
     if chosen.is_empty() {
@@ -239,15 +270,25 @@ mod tests {
             "main/train-00000-of-00001.parquet",
             "socratic/test-00000-of-00001.parquet",
         ]);
-        assert_eq!(split_files(&gsm, "test", None).unwrap(), ["main/test-00000-of-00001.parquet"]);
+        assert_eq!(
+            split_files(&gsm, "test", None).unwrap(),
+            ["main/test-00000-of-00001.parquet"]
+        );
         assert_eq!(
             split_files(&gsm, "test", Some("socratic")).unwrap(),
             ["socratic/test-00000-of-00001.parquet"]
         );
-        let alpaca = s(&["data/train-00000-of-00001-a09b74b3ef9c3b56.parquet", ".gitattributes"]);
+        let alpaca = s(&[
+            "data/train-00000-of-00001-a09b74b3ef9c3b56.parquet",
+            ".gitattributes",
+        ]);
         assert_eq!(split_files(&alpaca, "train", None).unwrap().len(), 1);
-        assert!(split_files(&alpaca, "test", None).unwrap_err().contains("--split"));
+        assert!(split_files(&alpaca, "test", None)
+            .unwrap_err()
+            .contains("--split"));
         let two = s(&["a/train.jsonl", "b/train.jsonl"]);
-        assert!(split_files(&two, "train", None).unwrap_err().contains("--hf-config"));
+        assert!(split_files(&two, "train", None)
+            .unwrap_err()
+            .contains("--hf-config"));
     }
 }

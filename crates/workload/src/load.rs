@@ -68,7 +68,9 @@ impl LoadOptions {
     pub fn from_env() -> LoadOptions {
         LoadOptions {
             split: None,
-            data_dir: std::env::var_os(DATA_ENV).filter(|v| !v.is_empty()).map(PathBuf::from),
+            data_dir: std::env::var_os(DATA_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
             prompt_field: None,
             reference_field: None,
             gsm8k_instruction: false,
@@ -84,19 +86,32 @@ enum Schema {
     Alpaca,
     Gsm8k,
     ShareGpt,
-    Fields { prompt: String, reference: Option<String> },
+    Fields {
+        prompt: String,
+        reference: Option<String>,
+    },
 }
 
 /// Where a named dataset would be loaded from, without loading it (for `wattbench datasets`).
 pub fn locate(spec: &DatasetSpec, opts: &LoadOptions) -> String {
     match local_files(spec, opts) {
-        Some(Local::Files(files)) => files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "),
+        Some(Local::Files(files)) => files
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + "),
         Some(Local::Bundled) => "bundled GSM8K test split (no download)".into(),
         None => match hub_repo(spec) {
             Some(repo) => match opts.hub.cached(&repo, "main") {
                 Some((dir, _)) => format!("hub cache {}", dir.display()),
-                None if opts.hub.offline => format!("hub {repo} (offline, not cached: unavailable)"),
-                None => format!("hub {}/datasets/{repo} (downloaded once into {})", opts.hub.endpoint, opts.hub.cache.display()),
+                None if opts.hub.offline => {
+                    format!("hub {repo} (offline, not cached: unavailable)")
+                }
+                None => format!(
+                    "hub {}/datasets/{repo} (downloaded once into {})",
+                    opts.hub.endpoint,
+                    opts.hub.cache.display()
+                ),
             },
             None => "built at run time from --tokenizer".into(),
         },
@@ -122,12 +137,20 @@ fn local_files(spec: &DatasetSpec, opts: &LoadOptions) -> Option<Local> {
         | DatasetSpec::Csv { path: p } => Some(Local::Files(vec![p.clone()])),
         DatasetSpec::Alpaca { path: None } => {
             let d = dir?;
-            first_existing([d.join("alpaca/alpaca_data.json"), d.join("alpaca_data.json")]).map(|p| Local::Files(vec![p]))
+            first_existing([
+                d.join("alpaca/alpaca_data.json"),
+                d.join("alpaca_data.json"),
+            ])
+            .map(|p| Local::Files(vec![p]))
         }
         DatasetSpec::Gsm8k { path: None } => {
             let split = opts.split.unwrap_or(Split::Test);
             if let Some(d) = dir {
-                let files: Vec<PathBuf> = split.names().iter().map(|s| d.join(format!("gsm8k/{s}.jsonl"))).collect();
+                let files: Vec<PathBuf> = split
+                    .names()
+                    .iter()
+                    .map(|s| d.join(format!("gsm8k/{s}.jsonl")))
+                    .collect();
                 if files.iter().all(|f| f.is_file()) {
                     return Some(Local::Files(files));
                 }
@@ -209,7 +232,14 @@ pub fn load(spec: &DatasetSpec, opts: &LoadOptions) -> Result<Dataset, WorkloadE
                 };
                 all.push((f.clone(), rows::read(f, format)?));
             }
-            (files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" + "), all)
+            (
+                files
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(" + "),
+                all,
+            )
         }
         None => {
             let Some(repo) = hub_repo(spec) else {
@@ -222,11 +252,13 @@ pub fn load(spec: &DatasetSpec, opts: &LoadOptions) -> Result<Dataset, WorkloadE
                 DatasetSpec::Hub { revision, .. } => revision.clone(),
                 _ => "main".into(),
             };
-            let split = opts.split.unwrap_or(if matches!(spec, DatasetSpec::Gsm8k { .. }) {
-                Split::Test
-            } else {
-                Split::Train
-            });
+            let split = opts
+                .split
+                .unwrap_or(if matches!(spec, DatasetSpec::Gsm8k { .. }) {
+                    Split::Test
+                } else {
+                    Split::Train
+                });
             let config = opts.hf_config.clone();
             let is_sharegpt = matches!(spec, DatasetSpec::ShareGpt { .. });
             let want = move |files: &[String]| -> Result<Vec<String>, String> {
@@ -333,13 +365,26 @@ fn to_records(
     for row in rows {
         let (prompt, reference) = match schema {
             Schema::Alpaca => {
-                let instruction = required(path, &row, "instruction", " (Alpaca records need instruction, input, output)")?;
+                let instruction = required(
+                    path,
+                    &row,
+                    "instruction",
+                    " (Alpaca records need instruction, input, output)",
+                )?;
                 let input = text(&row, "input").unwrap_or_default();
                 (template::alpaca(&instruction, &input), text(&row, "output"))
             }
             Schema::Gsm8k => {
-                let question = required(path, &row, "question", " (GSM8K records need question and answer)")?;
-                (template::gsm8k(&question, gsm8k_instruction), text(&row, "answer"))
+                let question = required(
+                    path,
+                    &row,
+                    "question",
+                    " (GSM8K records need question and answer)",
+                )?;
+                (
+                    template::gsm8k(&question, gsm8k_instruction),
+                    text(&row, "answer"),
+                )
             }
             Schema::ShareGpt => match sharegpt_turns(path, &row)? {
                 Some(pair) => pair,
@@ -369,7 +414,10 @@ fn to_records(
 }
 
 /// The first human turn and the first model turn after it; `None` without a human turn.
-fn sharegpt_turns(path: &Path, row: &Row) -> Result<Option<(String, Option<String>)>, WorkloadError> {
+fn sharegpt_turns(
+    path: &Path,
+    row: &Row,
+) -> Result<Option<(String, Option<String>)>, WorkloadError> {
     let turns = row
         .fields
         .get("conversations")
@@ -382,7 +430,10 @@ fn sharegpt_turns(path: &Path, row: &Row) -> Result<Option<(String, Option<Strin
         })?;
     let role = |t: &serde_json::Value| t["from"].as_str().unwrap_or("").to_ascii_lowercase();
     let value = |t: &serde_json::Value| t["value"].as_str().map(String::from);
-    let Some(h) = turns.iter().position(|t| matches!(role(t).as_str(), "human" | "user")) else {
+    let Some(h) = turns
+        .iter()
+        .position(|t| matches!(role(t).as_str(), "human" | "user"))
+    else {
         return Ok(None);
     };
     let Some(prompt) = value(&turns[h]).filter(|p| !p.is_empty()) else {
@@ -390,7 +441,12 @@ fn sharegpt_turns(path: &Path, row: &Row) -> Result<Option<(String, Option<Strin
     };
     let reference = turns[h + 1..]
         .iter()
-        .find(|t| matches!(role(t).as_str(), "gpt" | "assistant" | "model" | "chatgpt" | "bard"))
+        .find(|t| {
+            matches!(
+                role(t).as_str(),
+                "gpt" | "assistant" | "model" | "chatgpt" | "bard"
+            )
+        })
         .and_then(value);
     Ok(Some((prompt, reference)))
 }

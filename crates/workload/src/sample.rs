@@ -57,7 +57,10 @@ impl SplitMix64 {
 
 /// `k` distinct indices of `0..n`, in draw order. `k` must not exceed `n`.
 pub fn without_replacement(n: usize, k: usize, seed: u64) -> Vec<usize> {
-    assert!(k <= n, "sampling {k} of {n} without replacement; this is a bug");
+    assert!(
+        k <= n,
+        "sampling {k} of {n} without replacement; this is a bug"
+    );
     let mut rng = SplitMix64::new(seed);
     let mut idx: Vec<usize> = (0..n).collect();
     for i in 0..k {
@@ -93,7 +96,9 @@ impl std::str::FromStr for Order {
             "random" => Ok(Order::Random),
             "as-is" => Ok(Order::AsIs),
             "by-length" => Ok(Order::ByLength),
-            _ => Err(format!("unknown order {s:?}; use random, as-is or by-length")),
+            _ => Err(format!(
+                "unknown order {s:?}; use random, as-is or by-length"
+            )),
         }
     }
 }
@@ -107,7 +112,14 @@ mod tests {
         // First outputs of the reference C implementation for seed 1234567.
         let mut r = SplitMix64::new(1234567);
         let got: Vec<u64> = (0..3).map(|_| r.next_u64()).collect();
-        assert_eq!(got, [6457827717110365317, 3203168211198807973, 9817491932198370423]);
+        assert_eq!(
+            got,
+            [
+                6457827717110365317,
+                3203168211198807973,
+                9817491932198370423
+            ]
+        );
     }
 
     #[test]

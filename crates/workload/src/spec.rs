@@ -51,17 +51,25 @@ impl DatasetSpec {
             "hf" => {
                 let arg = arg.unwrap_or("");
                 let (repo, revision) = arg.split_once('@').unwrap_or((arg, "main"));
-                let ok = repo.split('/').count() == 2 && repo.split('/').all(|p| !p.is_empty()) && !revision.is_empty();
+                let ok = repo.split('/').count() == 2
+                    && repo.split('/').all(|p| !p.is_empty())
+                    && !revision.is_empty();
                 if !ok {
-                    return Err(invalid("name a hub dataset as hf:ORG/NAME or hf:ORG/NAME@REVISION"));
+                    return Err(invalid(
+                        "name a hub dataset as hf:ORG/NAME or hf:ORG/NAME@REVISION",
+                    ));
                 }
                 Ok(DatasetSpec::Hub {
                     repo: repo.to_string(),
                     revision: revision.to_string(),
                 })
             }
-            "synthetic" => Ok(DatasetSpec::Synthetic(SyntheticSpec::parse(arg.unwrap_or(""))?)),
-            _ => Err(WorkloadError::UnknownDataset { spec: s.to_string() }),
+            "synthetic" => Ok(DatasetSpec::Synthetic(SyntheticSpec::parse(
+                arg.unwrap_or(""),
+            )?)),
+            _ => Err(WorkloadError::UnknownDataset {
+                spec: s.to_string(),
+            }),
         }
     }
 
@@ -85,7 +93,10 @@ mod tests {
 
     #[test]
     fn parses_names_paths_and_hub_ids() {
-        assert_eq!(DatasetSpec::parse("alpaca").unwrap(), DatasetSpec::Alpaca { path: None });
+        assert_eq!(
+            DatasetSpec::parse("alpaca").unwrap(),
+            DatasetSpec::Alpaca { path: None }
+        );
         assert_eq!(
             DatasetSpec::parse("gsm8k:/d/test.jsonl").unwrap(),
             DatasetSpec::Gsm8k {

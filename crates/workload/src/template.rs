@@ -7,7 +7,8 @@ further context. Write a response that appropriately completes the request.\n\n#
 ### Input:\n{input}\n\n### Response:";
 
 /// Alpaca's template for records without an input.
-pub const ALPACA_NO_INPUT: &str = "Below is an instruction that describes a task. Write a response that appropriately \
+pub const ALPACA_NO_INPUT: &str =
+    "Below is an instruction that describes a task. Write a response that appropriately \
 completes the request.\n\n### Instruction:\n{instruction}\n\n### Response:";
 
 /// Appended to GSM8K questions with `--gsm8k-instruction`, so that answers end in the form the

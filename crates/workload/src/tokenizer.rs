@@ -31,7 +31,9 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("source", &self.source).finish()
+        f.debug_struct("Tokenizer")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -74,7 +76,9 @@ impl Tokenizer {
             .unwrap_or(serde_json::Value::Null);
         let token_text = |key: &str| match &config[key] {
             serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Object(o) => o.get("content").and_then(|c| c.as_str()).map(String::from),
+            serde_json::Value::Object(o) => {
+                o.get("content").and_then(|c| c.as_str()).map(String::from)
+            }
             _ => None,
         };
         let bos = token_text("bos_token");
@@ -113,7 +117,11 @@ impl Tokenizer {
                 .and_then(Value::as_array)
                 .ok_or_else(|| tok_err(source, format!("the GGUF has no {key}")))?
                 .iter()
-                .map(|v| v.as_str().map(String::from).ok_or_else(|| tok_err(source, format!("{key} holds a non-string"))))
+                .map(|v| {
+                    v.as_str()
+                        .map(String::from)
+                        .ok_or_else(|| tok_err(source, format!("{key} holds a non-string")))
+                })
                 .collect()
         };
         let tokens = strings("tokenizer.ggml.tokens")?;
@@ -130,7 +138,11 @@ impl Tokenizer {
                 Ok((m[..cut].to_string(), m[cut + 1..].to_string()))
             })
             .collect::<Result<_, WorkloadError>>()?;
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
             .build()
@@ -164,7 +176,10 @@ impl Tokenizer {
             }
         }
         inner.with_decoder(Some(ByteLevel::default()));
-        if let Some(types) = meta.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
+        if let Some(types) = meta
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+        {
             // Type 3 = control (special), 4 = user-defined: both must match whole, never be split.
             let added: Vec<AddedToken> = types
                 .iter()
@@ -179,7 +194,10 @@ impl Tokenizer {
         }
         let id = |key: &str| meta.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let text_of = |id: Option<u32>| id.and_then(|i| tokens.get(i as usize).cloned());
-        let (bos_id, eos_id) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        let (bos_id, eos_id) = (
+            id("tokenizer.ggml.bos_token_id"),
+            id("tokenizer.ggml.eos_token_id"),
+        );
         Ok(Tokenizer {
             inner,
             source: source.to_string(),
@@ -209,7 +227,9 @@ impl Tokenizer {
 
     /// Text of `ids`, special tokens kept.
     pub fn decode(&self, ids: &[u32]) -> Result<String, WorkloadError> {
-        self.inner.decode(ids, false).map_err(|e| tok_err(&self.source, e))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| tok_err(&self.source, e))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -223,7 +243,9 @@ impl Tokenizer {
     /// Whether `id` is a special (control) token.
     pub fn is_special(&self, id: u32) -> bool {
         let added = self.inner.get_added_vocabulary();
-        added.simple_id_to_token(id).is_some_and(|t| added.is_special_token(&t))
+        added
+            .simple_id_to_token(id)
+            .is_some_and(|t| added.is_special_token(&t))
     }
 
     pub fn chat_template(&self) -> Option<&str> {
@@ -233,13 +255,21 @@ impl Tokenizer {
     /// The prompt as one user turn of the model's chat template, with the generation prompt;
     /// `None` when the model defines no template.
     pub fn apply_chat_template(&self, prompt: &str) -> Result<Option<String>, WorkloadError> {
-        let Some(template) = &self.chat_template else { return Ok(None) };
+        let Some(template) = &self.chat_template else {
+            return Ok(None);
+        };
         let mut env = minijinja::Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
         let err = |e: minijinja::Error| tok_err(&self.source, format!("chat template: {e}"));
         env.add_template("chat", template).map_err(err)?;
         let ctx = minijinja::context! {
@@ -248,6 +278,9 @@ impl Tokenizer {
             bos_token => self.bos.clone().unwrap_or_default(),
             eos_token => self.eos.clone().unwrap_or_default(),
         };
-        env.get_template("chat").and_then(|t| t.render(ctx)).map(Some).map_err(err)
+        env.get_template("chat")
+            .and_then(|t| t.render(ctx))
+            .map(Some)
+            .map_err(err)
     }
 }

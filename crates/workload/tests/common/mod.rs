@@ -11,13 +11,18 @@ pub fn shared() -> Option<PathBuf> {
     if p.join("data").is_dir() {
         Some(p)
     } else {
-        eprintln!("skipped: no shared data folder at {} (set WATTBENCH_SHARED)", p.display());
+        eprintln!(
+            "skipped: no shared data folder at {} (set WATTBENCH_SHARED)",
+            p.display()
+        );
         None
     }
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 pub fn smollm_gguf(shared: &Path) -> PathBuf {
