@@ -31,6 +31,68 @@ pub enum Command {
     Export(ExportArgs),
     /// List the datasets and where each loads from, or describe one: records, lengths, histogram
     Datasets(DatasetsArgs),
+    /// Generate from one prompt, streamed, with tokens per second and joules
+    Generate(GenerateArgs),
+}
+
+/// The embedded engine's model and device.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: synthetic:PRESET (tiny, smollm2-135m, llama-7b, llama-13b, llama-33b, llama-65b, llama2-7b/13b/70b,
+    /// llama3-8b/70b), synthetic:PATH/config.json, a model folder, gguf:PATH or hf:ORG/NAME
+    #[arg(long, value_name = "MODEL")]
+    pub model: String,
+    /// Device: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight and activation type: auto (bf16 on GPUs, f32 on the CPU), bf16, f16 or f32
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Seed of synthetic weights
+    #[arg(long, default_value_t = 0)]
+    pub weights_seed: u64,
+    /// Tokenizer, for models without their own: tokenizer.json, a model folder or a .gguf file
+    #[arg(long, value_name = "PATH")]
+    pub tokenizer: Option<String>,
+}
+
+/// Sampling settings (the paper: temperature 0.8, top-p 0.95).
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 decodes greedily
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f64,
+    /// Nucleus sampling: keep the most probable tokens up to this probability mass
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    /// Seed of the sampling
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Keep generating past end-of-sequence tokens
+    #[arg(long)]
+    pub ignore_eos: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// The prompt
+    #[arg(long)]
+    pub prompt: String,
+    /// Most tokens to generate
+    #[arg(long, default_value_t = 128)]
+    pub max_new_tokens: u32,
+    /// Send the prompt as is, without the model's chat template
+    #[arg(long)]
+    pub raw: bool,
+    /// A system message for the chat template
+    #[arg(long)]
+    pub system: Option<String>,
+    #[command(flatten)]
+    pub sensor: SensorArgs,
 }
 
 /// Which sensors to read and which of their devices to keep.

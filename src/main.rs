@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod engine;
 mod meters;
 mod prompts;
 mod provenance;
@@ -18,6 +19,7 @@ fn main() -> ExitCode {
         cli::Command::Measure(args) => commands::measure::run(args),
         cli::Command::Export(args) => commands::export::run(args),
         cli::Command::Datasets(args) => commands::datasets::run(args),
+        cli::Command::Generate(args) => commands::generate::run(args),
     };
     match result {
         Ok(code) => code,

@@ -3,5 +3,6 @@
 pub mod datasets;
 pub mod devices;
 pub mod export;
+pub mod generate;
 pub mod measure;
 pub mod monitor;

@@ -1,17 +1,50 @@
-//! Dataset files from the Hugging Face hub, downloaded once into the hub's own cache layout.
+//! Dataset and model files from the Hugging Face hub, downloaded once into the hub's own cache
+//! layout.
 //!
 //! Honoured: `HF_ENDPOINT` (default `https://huggingface.co`), `HF_HUB_CACHE`, else `HF_HOME/hub`,
 //! else `~/.cache/huggingface/hub`; `HF_HUB_OFFLINE=1` (use the cache only); `HF_TOKEN`.
-//! Files land in `datasets--ORG--NAME/snapshots/SHA/PATH` with `refs/REVISION` holding the SHA,
-//! the layout `huggingface_hub` uses, so caches filled by either tool serve both.
+//! Files land in `datasets--ORG--NAME/snapshots/SHA/PATH` (models: `models--ORG--NAME`) with
+//! `refs/REVISION` holding the SHA, the layout `huggingface_hub` uses, so caches filled by either
+//! tool serve both.
 //!
 //! Requests: `GET {endpoint}/api/datasets/{repo}/revision/{revision}` gives the commit SHA and the
-//! file list; `GET {endpoint}/datasets/{repo}/resolve/{sha}/{path}` gives each file.
+//! file list; `GET {endpoint}/datasets/{repo}/resolve/{sha}/{path}` gives each file. Models use
+//! `/api/models/...` and `/{repo}/resolve/...`.
 
 use crate::error::WorkloadError;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The two kinds of hub repository wattbench reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Dataset,
+    Model,
+}
+
+impl RepoKind {
+    fn cache_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Dataset => "datasets",
+            RepoKind::Model => "models",
+        }
+    }
+
+    fn api(self) -> &'static str {
+        match self {
+            RepoKind::Dataset => "api/datasets",
+            RepoKind::Model => "api/models",
+        }
+    }
+
+    fn resolve(self, repo: &str) -> String {
+        match self {
+            RepoKind::Dataset => format!("datasets/{repo}"),
+            RepoKind::Model => repo.to_string(),
+        }
+    }
+}
 
 /// Chooses, from a repository's file list, the files to fetch (or says why none fit).
 pub type FileChooser = dyn Fn(&[String]) -> Result<Vec<String>, String>;
@@ -51,14 +84,26 @@ impl Hub {
         }
     }
 
-    fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.cache
-            .join(format!("datasets--{}", repo.replace('/', "--")))
+    fn repo_dir(&self, kind: RepoKind, repo: &str) -> PathBuf {
+        self.cache.join(format!(
+            "{}--{}",
+            kind.cache_prefix(),
+            repo.replace('/', "--")
+        ))
     }
 
-    /// Files of the cached snapshot of `repo@revision`, if there is one.
+    /// Files of the cached snapshot of dataset `repo@revision`, if there is one.
     pub fn cached(&self, repo: &str, revision: &str) -> Option<(PathBuf, Vec<String>)> {
-        let dir = self.repo_dir(repo);
+        self.cached_of(RepoKind::Dataset, repo, revision)
+    }
+
+    fn cached_of(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+    ) -> Option<(PathBuf, Vec<String>)> {
+        let dir = self.repo_dir(kind, repo);
         let sha = std::fs::read_to_string(dir.join("refs").join(revision)).ok()?;
         let snap = dir.join("snapshots").join(sha.trim());
         let mut files = Vec::new();
@@ -87,19 +132,34 @@ impl Hub {
         req.call().map_err(|e| format!("GET {url}: {e}"))
     }
 
-    /// Local paths of the files of `repo@revision` that `want` selects (given the repository's file
-    /// list), from the cache or downloaded into it.
+    /// Local paths of the files of dataset `repo@revision` that `want` selects (given the
+    /// repository's file list), from the cache or downloaded into it.
     pub fn dataset_files(
         &self,
         repo: &str,
         revision: &str,
         want: &FileChooser,
     ) -> Result<Vec<PathBuf>, WorkloadError> {
+        self.files(RepoKind::Dataset, repo, revision, want)
+    }
+
+    /// Like [`Hub::dataset_files`], for any kind of repository.
+    pub fn files(
+        &self,
+        kind: RepoKind,
+        repo: &str,
+        revision: &str,
+        want: &FileChooser,
+    ) -> Result<Vec<PathBuf>, WorkloadError> {
+        let what = match kind {
+            RepoKind::Dataset => "dataset",
+            RepoKind::Model => "model",
+        };
         let hub_err = |message: String| WorkloadError::Hub {
-            what: format!("dataset {repo}@{revision}"),
+            what: format!("{what} {repo}@{revision}"),
             message,
         };
-        if let Some((snap, files)) = self.cached(repo, revision) {
+        if let Some((snap, files)) = self.cached_of(kind, repo, revision) {
             if let Ok(chosen) = want(&files) {
                 return Ok(chosen.iter().map(|f| snap.join(f)).collect());
             }
@@ -107,11 +167,15 @@ impl Hub {
         if self.offline {
             return Err(hub_err(format!(
                 "HF_HUB_OFFLINE is set and the cache {} holds no copy",
-                self.repo_dir(repo).display()
+                self.repo_dir(kind, repo).display()
             )));
         }
         let agent = self.agent();
-        let url = format!("{}/api/datasets/{repo}/revision/{revision}", self.endpoint);
+        let url = format!(
+            "{}/{}/{repo}/revision/{revision}",
+            self.endpoint,
+            kind.api()
+        );
         let mut resp = self.get(&agent, &url).map_err(hub_err)?;
         let info: serde_json::Value = resp
             .body_mut()
@@ -133,7 +197,7 @@ impl Hub {
             })
             .unwrap_or_default();
         let chosen = want(&files).map_err(hub_err)?;
-        let snap = self.repo_dir(repo).join("snapshots").join(&sha);
+        let snap = self.repo_dir(kind, repo).join("snapshots").join(&sha);
         let mut paths = Vec::new();
         for f in &chosen {
             if f.split('/').any(|p| p == ".." || p.is_empty()) {
@@ -141,14 +205,14 @@ impl Hub {
             }
             let dest = snap.join(f);
             if !dest.exists() {
-                let url = format!("{}/datasets/{repo}/resolve/{sha}/{f}", self.endpoint);
+                let url = format!("{}/{}/resolve/{sha}/{f}", self.endpoint, kind.resolve(repo));
                 let resp = self.get(&agent, &url).map_err(hub_err)?;
                 download(resp, &dest)
                     .map_err(|e| hub_err(format!("saving {}: {e}", dest.display())))?;
             }
             paths.push(dest);
         }
-        let refs = self.repo_dir(repo).join("refs");
+        let refs = self.repo_dir(kind, repo).join("refs");
         std::fs::create_dir_all(&refs)
             .and_then(|_| std::fs::write(refs.join(revision), &sha))
             .map_err(|e| WorkloadError::io(refs.join(revision), e))?;

@@ -232,6 +232,13 @@ impl Tokenizer {
             .map_err(|e| tok_err(&self.source, e))
     }
 
+    /// Text of `ids` without special tokens, for showing generated text.
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String, WorkloadError> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| tok_err(&self.source, e))
+    }
+
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
@@ -252,9 +259,13 @@ impl Tokenizer {
         self.chat_template.as_deref()
     }
 
-    /// The prompt as one user turn of the model's chat template, with the generation prompt;
-    /// `None` when the model defines no template.
-    pub fn apply_chat_template(&self, prompt: &str) -> Result<Option<String>, WorkloadError> {
+    /// The prompt as one user turn of the model's chat template (after `system`, if given), with
+    /// the generation prompt; `None` when the model defines no template.
+    pub fn apply_chat_template(
+        &self,
+        prompt: &str,
+        system: Option<&str>,
+    ) -> Result<Option<String>, WorkloadError> {
         let Some(template) = &self.chat_template else {
             return Ok(None);
         };
@@ -272,8 +283,13 @@ impl Tokenizer {
         );
         let err = |e: minijinja::Error| tok_err(&self.source, format!("chat template: {e}"));
         env.add_template("chat", template).map_err(err)?;
+        let mut messages = Vec::new();
+        if let Some(s) = system {
+            messages.push(minijinja::context! { role => "system", content => s });
+        }
+        messages.push(minijinja::context! { role => "user", content => prompt });
         let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => prompt }],
+            messages => messages,
             add_generation_prompt => true,
             bos_token => self.bos.clone().unwrap_or_default(),
             eos_token => self.eos.clone().unwrap_or_default(),

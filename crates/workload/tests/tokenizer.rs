@@ -190,7 +190,7 @@ fn chat_template_of_the_gguf_is_applied() {
     let Some(shared) = shared() else { return };
     let tok = Tokenizer::load(&smollm_gguf(&shared).display().to_string()).unwrap();
     let text = tok
-        .apply_chat_template("What is the capital of France?")
+        .apply_chat_template("What is the capital of France?", None)
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -243,4 +243,25 @@ fn unsupported_or_missing_tokenizers_are_explained() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("not a GGUF file"), "{e}");
+}
+
+#[test]
+fn tokenizer_json_with_its_config_and_chat_template() {
+    let dir = fixture("tiny-tokenizer");
+    let tok = Tokenizer::load(&dir.display().to_string()).unwrap();
+    let ids = tok.encode("hello world").unwrap();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(tok.decode(&ids).unwrap(), "hello world");
+    assert_eq!(tok.eos_id, Some(1));
+    assert_eq!(tok.bos_id, Some(0));
+    assert!(tok.add_bos);
+    assert!(tok.is_special(1) && !tok.is_special(ids[0]));
+    assert_eq!(
+        tok.apply_chat_template("  hi there ", None)
+            .unwrap()
+            .unwrap(),
+        "<s>[USER] hi there\n[ASSISTANT]"
+    );
+    let round = "naïve 😀 text\twith\nbytes";
+    assert_eq!(tok.decode(&tok.encode(round).unwrap()).unwrap(), round);
 }

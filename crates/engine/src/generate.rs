@@ -1,0 +1,217 @@
+//! Batched generation: prefill the left-padded prompts, then decode one token per sequence per
+//! step until every sequence has met its end or its length. Prefill and decode are timed apart,
+//! each timing ending when the device has delivered the sampled tokens.
+
+use crate::error::EngineError;
+use crate::model::{mask, positions, KvCache, Llama};
+use crate::sampling::Sampler;
+use candle_core::Tensor;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One sequence to generate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub max_new_tokens: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// 0 for greedy decoding. The paper uses 0.8.
+    pub temperature: f64,
+    /// The paper uses 0.95.
+    pub top_p: f64,
+    pub seed: u64,
+    /// Keep generating past end-of-sequence tokens, to fix the output length.
+    pub ignore_eos: bool,
+    pub eos_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An end-of-sequence token was generated (it is included in the tokens).
+    Eos,
+    /// `max_new_tokens` were generated.
+    Length,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    pub tokens: Vec<u32>,
+    pub finish: FinishReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchResult {
+    pub outputs: Vec<Output>,
+    /// Prompt processing and the first token of every sequence.
+    pub prefill_s: f64,
+    /// Every later token.
+    pub decode_s: f64,
+    pub decode_steps: usize,
+    /// Longest prompt of the batch: every prompt is padded to it.
+    pub padded_prompt_len: usize,
+}
+
+/// A rough upper bound of the batch that fits, for out-of-memory messages: what is left of
+/// `budget_bytes` after the weights, divided by one sequence's KV cache and activations.
+fn suggest_batch(m: &Llama, tokens: usize, budget_bytes: Option<u64>) -> usize {
+    let per_seq = (2
+        * m.cfg.num_hidden_layers
+        * m.cfg.kv_heads()
+        * m.cfg.head_dim()
+        * tokens
+        * m.dtype.size_in_bytes()
+        + 8 * m.cfg.hidden_size * tokens * 4) as u64;
+    match budget_bytes {
+        Some(b) => {
+            let weights = m.cfg.parameters() * m.dtype.size_in_bytes() as u64;
+            (b.saturating_sub(weights) / per_seq.max(1)).max(1) as usize
+        }
+        None => 1,
+    }
+}
+
+/// Whether a device error is an allocation failure (judged on the message, not the backtrace).
+fn is_oom(e: &candle_core::Error) -> bool {
+    let s = e.to_string();
+    let first = s.lines().next().unwrap_or("").to_ascii_lowercase();
+    first.contains("out of memory")
+        || first.contains("out_of_memory")
+        || first.contains("cannot allocate")
+}
+
+/// Generates for `requests` in one batch. `on_token(sequence, token)` sees every token as it is
+/// chosen (for streaming). `model_name` and `memory_bytes` only shape error messages.
+pub fn generate(
+    m: &Llama,
+    requests: &[Request],
+    params: &GenerationParams,
+    model_name: &str,
+    memory_bytes: Option<u64>,
+    on_token: &mut dyn FnMut(usize, u32),
+) -> Result<BatchResult, EngineError> {
+    let b = requests.len();
+    let longest = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
+    let max_new = requests.iter().map(|r| r.max_new_tokens).max().unwrap_or(0) as usize;
+    let ctx = m.cfg.max_position_embeddings;
+    for (i, r) in requests.iter().enumerate() {
+        if r.prompt.is_empty() {
+            return Err(EngineError::TooLong {
+                index: i,
+                tokens: 0,
+                new: r.max_new_tokens as usize,
+                context: ctx,
+            });
+        }
+        if r.prompt.len() + r.max_new_tokens as usize > ctx {
+            return Err(EngineError::TooLong {
+                index: i,
+                tokens: r.prompt.len(),
+                new: r.max_new_tokens as usize,
+                context: ctx,
+            });
+        }
+        if let Some(&id) = r.prompt.iter().find(|&&t| t as usize >= m.cfg.vocab_size) {
+            return Err(EngineError::BadToken {
+                index: i,
+                id,
+                vocab: m.cfg.vocab_size,
+            });
+        }
+    }
+    let capacity = (longest + max_new).min(ctx.max(longest + max_new));
+    let oom = |e: candle_core::Error| -> EngineError {
+        if is_oom(&e) {
+            EngineError::OutOfMemory {
+                model: model_name.to_string(),
+                batch: b,
+                tokens: capacity,
+                device: format!("{:?}", m.device.location()),
+                suggestion: suggest_batch(m, capacity, memory_bytes)
+                    .min(b.saturating_sub(1).max(1)),
+                message: e.to_string(),
+            }
+        } else {
+            EngineError::Candle(e)
+        }
+    };
+    let pads: Vec<usize> = requests.iter().map(|r| longest - r.prompt.len()).collect();
+    let mut flat = Vec::with_capacity(b * longest);
+    for (r, &p) in requests.iter().zip(&pads) {
+        flat.extend(std::iter::repeat_n(0u32, p));
+        flat.extend_from_slice(&r.prompt);
+    }
+    let mut sampler = Sampler::new(params.temperature, params.top_p, params.seed, &m.device)?;
+    let mut cache = KvCache::new(m, b, capacity).map_err(oom)?;
+    let mut outputs: Vec<Output> = vec![
+        Output {
+            tokens: Vec::new(),
+            finish: FinishReason::Length,
+        };
+        b
+    ];
+    let mut done = vec![false; b];
+    let mut accept = |outputs: &mut Vec<Output>, done: &mut Vec<bool>, next: &[u32]| {
+        for (i, &tok) in next.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            outputs[i].tokens.push(tok);
+            on_token(i, tok);
+            if !params.ignore_eos && params.eos_ids.contains(&tok) {
+                outputs[i].finish = FinishReason::Eos;
+                done[i] = true;
+            } else if outputs[i].tokens.len() >= requests[i].max_new_tokens as usize {
+                done[i] = true;
+            }
+        }
+    };
+    for (i, r) in requests.iter().enumerate() {
+        done[i] = r.max_new_tokens == 0;
+    }
+
+    let t0 = Instant::now();
+    let tokens = Tensor::from_vec(flat, (b, longest), &m.device)?;
+    let logits = m
+        .forward(
+            &tokens,
+            &positions(&pads, longest, 0, &m.device)?,
+            &mask(&pads, longest, 0, &m.device)?,
+            &mut cache,
+            0,
+        )
+        .map_err(oom)?;
+    let mut next = sampler.sample(&logits).map_err(oom)?;
+    let prefill_s = t0.elapsed().as_secs_f64();
+    if max_new > 0 {
+        accept(&mut outputs, &mut done, &next);
+    }
+    let t1 = Instant::now();
+    let mut steps = 0;
+    while !done.iter().all(|&d| d) {
+        let offset = longest + steps;
+        let input = Tensor::from_vec(next.clone(), (b, 1), &m.device)?;
+        let logits = m
+            .forward(
+                &input,
+                &positions(&pads, 1, offset, &m.device)?,
+                &mask(&pads, 1, offset, &m.device)?,
+                &mut cache,
+                offset,
+            )
+            .map_err(oom)?;
+        next = sampler.sample(&logits).map_err(oom)?;
+        steps += 1;
+        accept(&mut outputs, &mut done, &next);
+    }
+    Ok(BatchResult {
+        outputs,
+        prefill_s,
+        decode_s: t1.elapsed().as_secs_f64(),
+        decode_steps: steps,
+        padded_prompt_len: longest,
+    })
+}

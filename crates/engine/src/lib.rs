@@ -1,0 +1,16 @@
+//! The embedded engine: LLaMA-family models on candle, batched generation on CPU and CUDA.
+
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod generate;
+pub mod model;
+pub mod sampling;
+pub mod spec;
+pub mod weights;
+
+pub use config::LlamaConfig;
+pub use error::EngineError;
+pub use generate::{generate, BatchResult, FinishReason, GenerationParams, Output, Request};
+pub use model::Llama;
+pub use spec::{load_model, LoadedModel, ModelSpec};

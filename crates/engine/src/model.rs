@@ -1,0 +1,243 @@
+//! The LLaMA forward pass, batched, over a preallocated KV cache.
+//!
+//! Prompts of different lengths are left-padded to the longest, so every sequence writes its
+//! next key and value at the same cache column; each sequence carries its own positions (rotary
+//! embeddings use per-sequence position ids) and an additive mask hides its padding.
+
+use crate::config::LlamaConfig;
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+
+/// A weight matrix `[out, in]`, dense or quantized (GGUF).
+pub enum Linear {
+    Dense(Tensor),
+    Quant(QMatMul),
+}
+
+impl Linear {
+    /// `x [.., in] -> [.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Linear::Dense(w) => {
+                let dims = x.dims().to_vec();
+                let k = dims[dims.len() - 1];
+                let rows: usize = dims[..dims.len() - 1].iter().product();
+                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+                let mut out = dims;
+                *out.last_mut()
+                    .expect("x has a last dimension; this is a bug") = w.dim(0)?;
+                y.reshape(out)
+            }
+            Linear::Quant(q) => q.forward(x),
+        }
+    }
+}
+
+pub struct Layer {
+    pub attn_norm: Tensor,
+    pub wq: Linear,
+    pub wk: Linear,
+    pub wv: Linear,
+    pub wo: Linear,
+    pub ffn_norm: Tensor,
+    pub w_gate: Linear,
+    pub w_up: Linear,
+    pub w_down: Linear,
+}
+
+pub struct Llama {
+    pub cfg: LlamaConfig,
+    pub embed: Tensor,
+    pub layers: Vec<Layer>,
+    pub norm: Tensor,
+    pub lm_head: Linear,
+    /// Rotary tables `[context, head_dim / 2]` in the activation dtype.
+    cos: Tensor,
+    sin: Tensor,
+    /// GGUF files store Q and K for interleaved (pair-wise) rotation; Hugging Face checkpoints for
+    /// the half-split (`rotate_half`) form.
+    interleaved_rope: bool,
+    pub dtype: DType,
+    pub device: Device,
+}
+
+/// Per-layer key and value caches `[batch, kv_heads, capacity, head_dim]`.
+pub struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    pub capacity: usize,
+}
+
+impl KvCache {
+    pub fn new(m: &Llama, batch: usize, capacity: usize) -> Result<KvCache> {
+        let shape = (batch, m.cfg.kv_heads(), capacity, m.cfg.head_dim());
+        let mut k = Vec::with_capacity(m.layers.len());
+        let mut v = Vec::with_capacity(m.layers.len());
+        for _ in 0..m.layers.len() {
+            k.push(Tensor::zeros(shape, m.dtype, &m.device)?);
+            v.push(Tensor::zeros(shape, m.dtype, &m.device)?);
+        }
+        Ok(KvCache { k, v, capacity })
+    }
+}
+
+impl Llama {
+    pub fn new(
+        cfg: LlamaConfig,
+        embed: Tensor,
+        layers: Vec<Layer>,
+        norm: Tensor,
+        lm_head: Linear,
+        interleaved_rope: bool,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Llama> {
+        let half = cfg.head_dim() / 2;
+        let ctx = cfg.max_position_embeddings;
+        let inv: Vec<f32> = (0..half)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim() as f64) as f32)
+            .collect();
+        let inv = Tensor::from_vec(inv, (1, half), &device)?;
+        let pos = Tensor::arange(0u32, ctx as u32, &device)?
+            .to_dtype(DType::F32)?
+            .reshape((ctx, 1))?;
+        let freqs = pos.broadcast_mul(&inv)?;
+        Ok(Llama {
+            cos: freqs.cos()?.to_dtype(dtype)?,
+            sin: freqs.sin()?.to_dtype(dtype)?,
+            cfg,
+            embed,
+            layers,
+            norm,
+            lm_head,
+            interleaved_rope,
+            dtype,
+            device,
+        })
+    }
+
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        if self.interleaved_rope {
+            candle_nn::rotary_emb::rope_i(x, cos, sin)
+        } else {
+            candle_nn::rotary_emb::rope(x, cos, sin)
+        }
+    }
+
+    /// Runs `tokens [B, T]` at `positions [B, T]` (rotary positions), writing keys and values at
+    /// cache columns `offset..offset + T`, with `mask [B, 1, T, offset + T]` added to the
+    /// attention scores. Returns the logits of the last column, `[B, vocab]`, in f32.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+        offset: usize,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let groups = nh / nkv;
+        let len = offset + t;
+        let eps = self.cfg.rms_norm_eps as f32;
+        let flat_pos = positions.flatten_all()?;
+        let cos = self
+            .cos
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        let sin = self
+            .sin
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        let mask = mask.to_dtype(self.dtype)?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?;
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
+            let q =
+                l.wq.forward(&h)?
+                    .reshape((b, t, nh, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+            let k =
+                l.wk.forward(&h)?
+                    .reshape((b, t, nkv, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+            let v =
+                l.wv.forward(&h)?
+                    .reshape((b, t, nkv, hd))?
+                    .transpose(1, 2)?
+                    .contiguous()?;
+            let q = self.rope(&q, &cos, &sin)?;
+            let k = self.rope(&k, &cos, &sin)?;
+            cache.k[i].slice_set(&k, 2, offset)?;
+            cache.v[i].slice_set(&v, 2, offset)?;
+            let kc = cache.k[i].narrow(2, 0, len)?.contiguous()?;
+            let vc = cache.v[i].narrow(2, 0, len)?.contiguous()?;
+            // Grouped-query attention without copying keys: the query heads that share a key head
+            // become rows of one matrix product.
+            let q = q.reshape((b, nkv, groups * t, hd))?;
+            let att = (q.matmul(&kc.t()?)? * scale)?.reshape((b, nh, t, len))?;
+            let att = att.broadcast_add(&mask)?;
+            let att = candle_nn::ops::softmax_last_dim(&att)?.reshape((b, nkv, groups * t, len))?;
+            let y = att
+                .matmul(&vc)?
+                .reshape((b, nh, t, hd))?
+                .transpose(1, 2)?
+                .reshape((b, t, nh * hd))?;
+            x = (x + l.wo.forward(&y)?)?;
+            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
+            let gate = candle_nn::ops::silu(&l.w_gate.forward(&h)?)?;
+            let up = l.w_up.forward(&h)?;
+            x = (x + l.w_down.forward(&(gate * up)?)?)?;
+        }
+        let last = x.narrow(1, t - 1, 1)?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        self.lm_head
+            .forward(&last)?
+            .squeeze(1)?
+            .to_dtype(DType::F32)
+    }
+}
+
+/// Additive attention mask `[B, 1, T, offset + T]` for left-padded sequences: sequence `b` has
+/// `pads[b]` padding columns at the start. A query may see keys at or before it and not in the
+/// padding; padding queries see only themselves (their outputs are never used).
+pub fn mask(pads: &[usize], t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let len = offset + t;
+    let mut m = vec![0f32; pads.len() * t * len];
+    for (b, &p) in pads.iter().enumerate() {
+        for i in 0..t {
+            let qi = offset + i;
+            for j in 0..len {
+                let visible = if qi < p { j == qi } else { j >= p && j <= qi };
+                if !visible {
+                    m[(b * t + i) * len + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, (pads.len(), 1, t, len), device)
+}
+
+/// Rotary positions `[B, T]` of cache columns `offset..offset + T`: column minus padding.
+pub fn positions(pads: &[usize], t: usize, offset: usize, device: &Device) -> Result<Tensor> {
+    let p: Vec<u32> = pads
+        .iter()
+        .flat_map(|&p| (offset..offset + t).map(move |c| c.saturating_sub(p) as u32))
+        .collect();
+    Tensor::from_vec(p, (pads.len(), t), device)
+}
+
+/// The index of the largest logit of each row, `[B]`.
+pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
+    logits.argmax(D::Minus1)?.to_vec1::<u32>()
+}

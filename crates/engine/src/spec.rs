@@ -1,0 +1,178 @@
+//! `--model`: what to load, and loading it.
+
+use crate::config::LlamaConfig;
+use crate::error::EngineError;
+use crate::model::Llama;
+use crate::weights;
+use candle_core::{DType, Device};
+use std::path::{Path, PathBuf};
+use wattbench_workload::hub::{Hub, RepoKind};
+use wattbench_workload::Tokenizer;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSpec {
+    /// Random weights of a preset shape (`synthetic:llama-7b`) or of a `config.json`.
+    Synthetic {
+        preset: Option<String>,
+        config: Option<PathBuf>,
+    },
+    /// A Hugging Face model folder (config.json, safetensors, tokenizer.json).
+    Dir(PathBuf),
+    /// A GGUF file, weights quantized as stored.
+    Gguf(PathBuf),
+    /// A hub model, downloaded once into the hub cache.
+    Hub { repo: String, revision: String },
+}
+
+impl ModelSpec {
+    pub fn parse(s: &str) -> Result<ModelSpec, EngineError> {
+        let bad = |reason: &str| EngineError::UnknownModel {
+            model: s.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some(rest) = s.strip_prefix("synthetic:") {
+            if rest.ends_with(".json") || rest.contains('/') {
+                return Ok(ModelSpec::Synthetic {
+                    preset: None,
+                    config: Some(rest.into()),
+                });
+            }
+            LlamaConfig::preset(rest)?;
+            return Ok(ModelSpec::Synthetic {
+                preset: Some(rest.to_string()),
+                config: None,
+            });
+        }
+        if let Some(rest) = s.strip_prefix("gguf:") {
+            return Ok(ModelSpec::Gguf(rest.into()));
+        }
+        if let Some(rest) = s.strip_prefix("hf:") {
+            let (repo, revision) = rest.split_once('@').unwrap_or((rest, "main"));
+            if repo.split('/').count() != 2 || repo.split('/').any(str::is_empty) {
+                return Err(bad("name a hub model as hf:ORG/NAME[@REVISION]"));
+            }
+            return Ok(ModelSpec::Hub {
+                repo: repo.into(),
+                revision: revision.into(),
+            });
+        }
+        let p = PathBuf::from(s);
+        if p.extension().is_some_and(|e| e == "gguf") {
+            return Ok(ModelSpec::Gguf(p));
+        }
+        if p.is_dir() {
+            return Ok(ModelSpec::Dir(p));
+        }
+        Err(bad(
+            "use synthetic:PRESET, synthetic:PATH/config.json, a model folder, gguf:PATH (or a .gguf file) or hf:ORG/NAME",
+        ))
+    }
+
+    /// Whether the weights are random (its text is meaningless).
+    pub fn is_synthetic(&self) -> bool {
+        matches!(self, ModelSpec::Synthetic { .. })
+    }
+}
+
+/// A model ready to generate, with its tokenizer when it has one.
+pub struct LoadedModel {
+    pub name: String,
+    pub model: Llama,
+    pub tokenizer: Option<Tokenizer>,
+    pub synthetic: bool,
+}
+
+fn folder_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, EngineError> {
+    let path = dir.join("tokenizer.json");
+    if !path.exists() {
+        return Ok(None);
+    }
+    Tokenizer::from_json(&path)
+        .map(Some)
+        .map_err(|e| EngineError::Weights {
+            path,
+            message: e.to_string(),
+        })
+}
+
+/// Loads `spec` onto `device`. Synthetic weights come from `seed`; `dtype` applies to dense
+/// weights (GGUF runs in f32 activations over its quantized matrices).
+pub fn load_model(
+    spec: &ModelSpec,
+    name: &str,
+    device: &Device,
+    dtype: DType,
+    seed: u64,
+    hub: &Hub,
+) -> Result<LoadedModel, EngineError> {
+    let (model, tokenizer) = match spec {
+        ModelSpec::Synthetic { preset, config } => {
+            let cfg = match (preset, config) {
+                (Some(p), _) => LlamaConfig::preset(p)?,
+                (None, Some(c)) => LlamaConfig::from_file(c)?,
+                (None, None) => {
+                    unreachable!("a synthetic spec names a preset or a config; this is a bug")
+                }
+            };
+            (weights::synthetic(&cfg, seed, dtype, device)?, None)
+        }
+        ModelSpec::Dir(dir) => (
+            weights::safetensors_dir(dir, dtype, device)?,
+            folder_tokenizer(dir)?,
+        ),
+        ModelSpec::Gguf(path) => {
+            if !path.is_file() {
+                return Err(EngineError::Gguf {
+                    path: path.clone(),
+                    message: "no such file".into(),
+                });
+            }
+            let model = weights::gguf(path, device)?;
+            let tok = Tokenizer::from_gguf(path).map_err(|e| EngineError::Gguf {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            (model, Some(tok))
+        }
+        ModelSpec::Hub { repo, revision } => {
+            let want = |files: &[String]| -> Result<Vec<String>, String> {
+                let chosen: Vec<String> = files
+                    .iter()
+                    .filter(|f| {
+                        !f.contains('/')
+                            && (f.ends_with(".safetensors")
+                                || [
+                                    "config.json",
+                                    "tokenizer.json",
+                                    "tokenizer_config.json",
+                                    "generation_config.json",
+                                ]
+                                .contains(&f.as_str()))
+                    })
+                    .cloned()
+                    .collect();
+                if !chosen.iter().any(|f| f.ends_with(".safetensors")) {
+                    return Err("the repository has no .safetensors weights".into());
+                }
+                Ok(chosen)
+            };
+            let files = hub.files(RepoKind::Model, repo, revision, &want).map_err(|e| EngineError::UnknownModel {
+                model: format!("hf:{repo}"),
+                reason: format!(
+                    "{e}. Download it on a connected machine into the same HF_HOME and set HF_HUB_OFFLINE=1, or pass its folder"
+                ),
+            })?;
+            let dir = files[0].parent().map(Path::to_path_buf).unwrap_or_default();
+            (
+                weights::safetensors_dir(&dir, dtype, device)?,
+                folder_tokenizer(&dir)?,
+            )
+        }
+    };
+    Ok(LoadedModel {
+        name: name.to_string(),
+        model,
+        tokenizer,
+        synthetic: spec.is_synthetic(),
+    })
+}
