@@ -18,31 +18,71 @@ impl Linear {
     /// `x [.., in] -> [.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Linear::Dense(w) => {
-                let dims = x.dims().to_vec();
-                let k = dims[dims.len() - 1];
-                let rows: usize = dims[..dims.len() - 1].iter().product();
-                let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
-                let mut out = dims;
-                *out.last_mut()
-                    .expect("x has a last dimension; this is a bug") = w.dim(0)?;
-                y.reshape(out)
-            }
+            Linear::Dense(w) => Linear::dense(x, w),
             Linear::Quant(q) => q.forward(x),
         }
     }
+
+    /// `x [.., in] @ w[out, in]^T`, as one 2-D matrix product over all leading dimensions.
+    pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let k = dims[dims.len() - 1];
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+        let mut out = dims;
+        *out.last_mut().expect("x has a last dimension; this is a bug") = w.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// The query, key and value projections. Dense weights are fused into one `[q; k; v]` matrix
+/// (one matrix product instead of three) with the attention scale `1/sqrt(head_dim)` folded into
+/// the query rows; quantized ones stay apart.
+pub enum Qkv {
+    Fused(Tensor),
+    Split(Linear, Linear, Linear),
+}
+
+/// The gate and up projections of the MLP, fused into `[gate; up]` when dense.
+pub enum GateUp {
+    Fused(Tensor),
+    Split(Linear, Linear),
 }
 
 pub struct Layer {
     pub attn_norm: Tensor,
-    pub wq: Linear,
-    pub wk: Linear,
-    pub wv: Linear,
+    pub qkv: Qkv,
     pub wo: Linear,
     pub ffn_norm: Tensor,
-    pub w_gate: Linear,
-    pub w_up: Linear,
+    pub gate_up: GateUp,
     pub w_down: Linear,
+}
+
+impl Layer {
+    /// A layer of dense weights, fused as described on [`Qkv`] and [`GateUp`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense(
+        attn_norm: Tensor,
+        wq: Tensor,
+        wk: Tensor,
+        wv: Tensor,
+        wo: Tensor,
+        ffn_norm: Tensor,
+        gate: Tensor,
+        up: Tensor,
+        down: Tensor,
+        head_dim: usize,
+    ) -> Result<Layer> {
+        let wq = (wq * (1.0 / (head_dim as f64).sqrt()))?;
+        Ok(Layer {
+            attn_norm,
+            qkv: Qkv::Fused(Tensor::cat(&[wq, wk, wv], 0)?),
+            wo: Linear::Dense(wo),
+            ffn_norm,
+            gate_up: GateUp::Fused(Tensor::cat(&[gate, up], 0)?),
+            w_down: Linear::Dense(down),
+        })
+    }
 }
 
 pub struct Llama {
@@ -161,31 +201,32 @@ impl Llama {
             .reshape((b, t, self.cfg.hidden_size))?;
         for (i, l) in self.layers.iter().enumerate() {
             let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
-            let q =
-                l.wq.forward(&h)?
-                    .reshape((b, t, nh, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-            let k =
-                l.wk.forward(&h)?
-                    .reshape((b, t, nkv, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
-            let v =
-                l.wv.forward(&h)?
-                    .reshape((b, t, nkv, hd))?
-                    .transpose(1, 2)?
-                    .contiguous()?;
+            let (q, k, v, prescaled) = match &l.qkv {
+                Qkv::Fused(w) => {
+                    let y = Linear::dense(&h, w)?;
+                    let q = y.narrow(2, 0, nh * hd)?;
+                    let k = y.narrow(2, nh * hd, nkv * hd)?;
+                    let v = y.narrow(2, (nh + nkv) * hd, nkv * hd)?;
+                    (q, k, v, true)
+                }
+                Qkv::Split(wq, wk, wv) => (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?, false),
+            };
+            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let q = self.rope(&q, &cos, &sin)?;
             let k = self.rope(&k, &cos, &sin)?;
             cache.k[i].slice_set(&k, 2, offset)?;
             cache.v[i].slice_set(&v, 2, offset)?;
-            let kc = cache.k[i].narrow(2, 0, len)?.contiguous()?;
-            let vc = cache.v[i].narrow(2, 0, len)?.contiguous()?;
+            // Views of the filled part of the cache: matrix products read them in place.
+            let kc = cache.k[i].narrow(2, 0, len)?;
+            let vc = cache.v[i].narrow(2, 0, len)?;
             // Grouped-query attention without copying keys: the query heads that share a key head
             // become rows of one matrix product.
             let q = q.reshape((b, nkv, groups * t, hd))?;
-            let att = (q.matmul(&kc.t()?)? * scale)?.reshape((b, nh, t, len))?;
+            let att = q.matmul(&kc.t()?)?;
+            let att = if prescaled { att } else { (att * scale)? };
+            let att = att.reshape((b, nh, t, len))?;
             let att = att.broadcast_add(&mask)?;
             let att = candle_nn::ops::softmax_last_dim(&att)?.reshape((b, nkv, groups * t, len))?;
             let y = att
@@ -195,9 +236,15 @@ impl Llama {
                 .reshape((b, t, nh * hd))?;
             x = (x + l.wo.forward(&y)?)?;
             let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let gate = candle_nn::ops::silu(&l.w_gate.forward(&h)?)?;
-            let up = l.w_up.forward(&h)?;
-            x = (x + l.w_down.forward(&(gate * up)?)?)?;
+            let (gate, up) = match &l.gate_up {
+                GateUp::Fused(w) => {
+                    let y = Linear::dense(&h, w)?;
+                    let f = self.cfg.intermediate_size;
+                    (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
+                }
+                GateUp::Split(g, u) => (g.forward(&h)?, u.forward(&h)?),
+            };
+            x = (x + l.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?)?;
         }
         let last = x.narrow(1, t - 1, 1)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;

@@ -3,7 +3,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::EngineError;
-use crate::model::{Layer, Linear, Llama};
+use crate::model::{GateUp, Layer, Linear, Llama, Qkv};
 use candle_core::quantized::{gguf_file, QMatMul};
 use candle_core::{DType, Device, Tensor};
 use std::path::Path;
@@ -73,17 +73,18 @@ pub fn synthetic(
     let embed = next(&[v, h])?;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for _ in 0..cfg.num_hidden_layers {
-        layers.push(Layer {
-            attn_norm: ones(h)?,
-            wq: Linear::Dense(next(&[h, h])?),
-            wk: Linear::Dense(next(&[kv, h])?),
-            wv: Linear::Dense(next(&[kv, h])?),
-            wo: Linear::Dense(next(&[h, h])?),
-            ffn_norm: ones(h)?,
-            w_gate: Linear::Dense(next(&[f, h])?),
-            w_up: Linear::Dense(next(&[f, h])?),
-            w_down: Linear::Dense(next(&[h, f])?),
-        });
+        layers.push(Layer::dense(
+            ones(h)?,
+            next(&[h, h])?,
+            next(&[kv, h])?,
+            next(&[kv, h])?,
+            next(&[h, h])?,
+            ones(h)?,
+            next(&[f, h])?,
+            next(&[f, h])?,
+            next(&[h, f])?,
+            cfg.head_dim(),
+        )?);
     }
     let lm_head = if cfg.tie_word_embeddings {
         Linear::Dense(embed.clone())
@@ -140,17 +141,21 @@ pub fn safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llam
     for i in 0..cfg.num_hidden_layers {
         let l = m.pp(format!("layers.{i}"));
         let (a, p) = (l.pp("self_attn"), l.pp("mlp"));
-        layers.push(Layer {
-            attn_norm: get(&l, &[h], "input_layernorm.weight")?,
-            wq: Linear::Dense(get(&a, &[h, h], "q_proj.weight")?),
-            wk: Linear::Dense(get(&a, &[kv, h], "k_proj.weight")?),
-            wv: Linear::Dense(get(&a, &[kv, h], "v_proj.weight")?),
-            wo: Linear::Dense(get(&a, &[h, h], "o_proj.weight")?),
-            ffn_norm: get(&l, &[h], "post_attention_layernorm.weight")?,
-            w_gate: Linear::Dense(get(&p, &[f, h], "gate_proj.weight")?),
-            w_up: Linear::Dense(get(&p, &[f, h], "up_proj.weight")?),
-            w_down: Linear::Dense(get(&p, &[h, f], "down_proj.weight")?),
-        });
+        layers.push(
+            Layer::dense(
+                get(&l, &[h], "input_layernorm.weight")?,
+                get(&a, &[h, h], "q_proj.weight")?,
+                get(&a, &[kv, h], "k_proj.weight")?,
+                get(&a, &[kv, h], "v_proj.weight")?,
+                get(&a, &[h, h], "o_proj.weight")?,
+                get(&l, &[h], "post_attention_layernorm.weight")?,
+                get(&p, &[f, h], "gate_proj.weight")?,
+                get(&p, &[f, h], "up_proj.weight")?,
+                get(&p, &[h, f], "down_proj.weight")?,
+                cfg.head_dim(),
+            )
+            .map_err(werr)?,
+        );
     }
     let norm = get(&m, &[h], "norm.weight")?;
     let lm_head = if cfg.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
@@ -237,13 +242,17 @@ pub fn gguf(path: &Path, device: &Device) -> Result<Llama, EngineError> {
         let p = format!("blk.{i}");
         layers.push(Layer {
             attn_norm: dense(qt(&format!("{p}.attn_norm.weight"))?)?,
-            wq: quant(qt(&format!("{p}.attn_q.weight"))?)?,
-            wk: quant(qt(&format!("{p}.attn_k.weight"))?)?,
-            wv: quant(qt(&format!("{p}.attn_v.weight"))?)?,
+            qkv: Qkv::Split(
+                quant(qt(&format!("{p}.attn_q.weight"))?)?,
+                quant(qt(&format!("{p}.attn_k.weight"))?)?,
+                quant(qt(&format!("{p}.attn_v.weight"))?)?,
+            ),
             wo: quant(qt(&format!("{p}.attn_output.weight"))?)?,
             ffn_norm: dense(qt(&format!("{p}.ffn_norm.weight"))?)?,
-            w_gate: quant(qt(&format!("{p}.ffn_gate.weight"))?)?,
-            w_up: quant(qt(&format!("{p}.ffn_up.weight"))?)?,
+            gate_up: GateUp::Split(
+                quant(qt(&format!("{p}.ffn_gate.weight"))?)?,
+                quant(qt(&format!("{p}.ffn_up.weight"))?)?,
+            ),
             w_down: quant(qt(&format!("{p}.ffn_down.weight"))?)?,
         });
     }
