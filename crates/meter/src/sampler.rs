@@ -30,6 +30,7 @@ pub struct SamplerOutput<S> {
 
 enum Command {
     Mark(Sender<f64>),
+    Snapshot(Sender<Timeline>),
     Stop,
 }
 
@@ -150,6 +151,18 @@ impl<S: EnergySensor + 'static> Sampler<S> {
         self.elapsed_s()
     }
 
+    /// A copy of the timeline so far (empty when the timeline is not kept), for computing windows
+    /// while sampling goes on.
+    pub fn snapshot(&self) -> Timeline {
+        let (tx, rx) = mpsc::channel();
+        if self.commands.send(Command::Snapshot(tx)).is_ok() {
+            if let Ok(t) = rx.recv() {
+                return t;
+            }
+        }
+        Timeline::default()
+    }
+
     /// Takes a last reading and stops the thread.
     pub fn stop(self) -> SamplerOutput<S> {
         let _ = self.commands.send(Command::Stop);
@@ -176,6 +189,9 @@ fn run<S: EnergySensor>(
             Ok(Command::Mark(reply)) => {
                 let t = w.sample(ReadKind::Edge);
                 let _ = reply.send(t);
+            }
+            Ok(Command::Snapshot(reply)) => {
+                let _ = reply.send(w.timeline.clone());
             }
             Ok(Command::Stop) | Err(RecvTimeoutError::Disconnected) => break,
             Err(RecvTimeoutError::Timeout) => {
@@ -241,6 +257,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let m = s.mark();
         assert!(m >= 0.09, "{m}");
+        assert!(s.snapshot().series[1].points.len() >= 2, "the mark and the first reading");
         let out = s.stop();
         let pts = &out.timeline.series[1].points;
         assert!(pts.len() >= 8, "{}", pts.len());

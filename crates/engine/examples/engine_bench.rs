@@ -1,0 +1,149 @@
+//! Benchmarks of the embedded engine, in one binary (so one copy travels to a GPU machine).
+//!
+//! `--mode throughput` (default): offline throughput and energy on the peer workload: random
+//! prompts of exactly `--prompt-len` tokens, exactly `--new` new tokens each (`ignore_eos`), one
+//! batch per measurement after a warm-up with the same shapes. Energy comes from the sensors
+//! (`--sensor`, default `nvml`), counted over the timed batch only. One JSON line per batch size.
+//!
+//! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
+//! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
+//! same seed on every device).
+//!
+//! cargo run --release --features cuda -p wattbench-engine --example engine_bench -- \
+//!     --model synthetic:llama-7b --device cuda --batch 64,256
+
+use std::time::Instant;
+use wattbench_core::summarize;
+use wattbench_engine::device::{parse_device, parse_dtype};
+use wattbench_engine::*;
+use wattbench_meter::{EnergySensor, Sampler, SensorSet, SensorSpec};
+use wattbench_workload::hub::Hub;
+use wattbench_workload::sample::SplitMix64;
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    match arg(&args, "--mode", "throughput").as_str() {
+        "greedy" => greedy(&args),
+        _ => throughput(&args),
+    }
+}
+
+fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let model = arg(args, "--model", "synthetic:smollm2-135m");
+    let device = parse_device(&arg(args, "--device", "cpu"))?;
+    let dtype = parse_dtype(&arg(args, "--dtype", "f32"), &device)?;
+    let steps: u32 = arg(args, "--steps", "32").parse()?;
+    let loaded = load_model(&ModelSpec::parse(&model)?, &model, &device, dtype, 0, &Hub::from_env())?;
+    let vocab = loaded.model.cfg.vocab_size as u64;
+    let mut rng = SplitMix64::new(2026);
+    let reqs: Vec<Request> = [12usize, 7, 20]
+        .iter()
+        .map(|&n| Request {
+            prompt: (0..n).map(|_| rng.below(vocab) as u32).collect(),
+            max_new_tokens: steps,
+        })
+        .collect();
+    let params = GenerationParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    };
+    let r = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {})?;
+    let tokens: Vec<&Vec<u32>> = r.outputs.iter().map(|o| &o.tokens).collect();
+    println!(
+        "{}",
+        serde_json::json!({ "model": model, "device": format!("{:?}", device.location()), "dtype": format!("{dtype:?}"), "tokens": tokens })
+    );
+    Ok(())
+}
+
+fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let model = arg(args, "--model", "synthetic:llama-7b");
+    let device = parse_device(&arg(args, "--device", "cuda"))?;
+    let dtype = parse_dtype(&arg(args, "--dtype", "auto"), &device)?;
+    let prompt_len: usize = arg(args, "--prompt-len", "128").parse()?;
+    let new: u32 = arg(args, "--new", "256").parse()?;
+    let temperature: f64 = arg(args, "--temperature", "0.8").parse()?;
+    let top_p: f64 = arg(args, "--top-p", "0.95").parse()?;
+    let batches: Vec<usize> = arg(args, "--batch", "64").split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
+    let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
+    let mut sensors = SensorSet::open(&specs)?;
+    if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
+        sensors.select(&[gpu_id.to_string()])?;
+    }
+
+    let t = Instant::now();
+    let loaded = load_model(&ModelSpec::parse(&model)?, &model, &device, dtype, 0, &Hub::from_env())?;
+    device.synchronize()?;
+    let load_s = t.elapsed().as_secs_f64();
+    let vocab = loaded.model.cfg.vocab_size as u64;
+    let params = GenerationParams {
+        temperature,
+        top_p,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    };
+    let devices = sensors.devices().to_vec();
+    let sampler = Sampler::start(sensors, std::time::Duration::from_millis(100), true, None)?;
+    for &b in &batches {
+        let mut rng = SplitMix64::new(b as u64);
+        let reqs: Vec<Request> = (0..b)
+            .map(|_| Request {
+                prompt: (0..prompt_len).map(|_| 3 + rng.below(vocab - 3) as u32).collect(),
+                max_new_tokens: new,
+            })
+            .collect();
+        let w = Instant::now();
+        if let Err(e) = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {}) {
+            println!("{}", serde_json::json!({ "model": model, "batch": b, "error": e.to_string() }));
+            continue;
+        }
+        let warmup_s = w.elapsed().as_secs_f64();
+        let t0 = sampler.mark();
+        let r = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {})?;
+        let t1 = sampler.mark();
+        let secs = t1 - t0;
+        let toks: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
+        let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
+        let d0 = s.devices.first();
+        println!(
+            "{}",
+            serde_json::json!({
+                "engine": "wattbench",
+                "model": model,
+                "dtype": format!("{dtype:?}"),
+                "batch": b,
+                "prompt": prompt_len,
+                "gen": new,
+                "load_s": load_s,
+                "warmup_s": warmup_s,
+                "seconds": secs,
+                "tokens": toks,
+                "tok_per_s": toks as f64 / secs,
+                "prefill_s": r.prefill_s,
+                "decode_s": r.decode_s,
+                "decode_tok_per_s": (toks - b) as f64 / r.decode_s,
+                "energy_j": s.energy_j,
+                "watts": s.avg_power_w,
+                "j_per_tok": s.energy_j.map(|e| e / toks as f64),
+                "j_per_resp": s.energy_j.map(|e| e / b as f64),
+                "energy_method": d0.and_then(|d| d.energy_method),
+                "mean_sm_util_pct": d0.and_then(|d| d.mean_sm_util_pct),
+                "max_mem_used_bytes": d0.and_then(|d| d.max_mem_used_bytes),
+                "warnings": s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            })
+        );
+    }
+    sampler.stop();
+    Ok(())
+}
