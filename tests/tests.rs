@@ -3,6 +3,7 @@
 mod datasets;
 mod devices;
 mod export;
+mod generate;
 mod measure;
 mod monitor;
 mod util;

@@ -40,7 +40,14 @@ fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let device = parse_device(&arg(args, "--device", "cpu"))?;
     let dtype = parse_dtype(&arg(args, "--dtype", "f32"), &device)?;
     let steps: u32 = arg(args, "--steps", "32").parse()?;
-    let loaded = load_model(&ModelSpec::parse(&model)?, &model, &device, dtype, 0, &Hub::from_env())?;
+    let loaded = load_model(
+        &ModelSpec::parse(&model)?,
+        &model,
+        &device,
+        dtype,
+        0,
+        &Hub::from_env(),
+    )?;
     let vocab = loaded.model.cfg.vocab_size as u64;
     let mut rng = SplitMix64::new(2026);
     let reqs: Vec<Request> = [12usize, 7, 20]
@@ -74,7 +81,10 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let new: u32 = arg(args, "--new", "256").parse()?;
     let temperature: f64 = arg(args, "--temperature", "0.8").parse()?;
     let top_p: f64 = arg(args, "--top-p", "0.95").parse()?;
-    let batches: Vec<usize> = arg(args, "--batch", "64").split(',').map(|b| b.parse()).collect::<Result<_, _>>()?;
+    let batches: Vec<usize> = arg(args, "--batch", "64")
+        .split(',')
+        .map(|b| b.parse())
+        .collect::<Result<_, _>>()?;
     let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
     let mut sensors = SensorSet::open(&specs)?;
     if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
@@ -82,7 +92,14 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t = Instant::now();
-    let loaded = load_model(&ModelSpec::parse(&model)?, &model, &device, dtype, 0, &Hub::from_env())?;
+    let loaded = load_model(
+        &ModelSpec::parse(&model)?,
+        &model,
+        &device,
+        dtype,
+        0,
+        &Hub::from_env(),
+    )?;
     device.synchronize()?;
     let load_s = t.elapsed().as_secs_f64();
     let vocab = loaded.model.cfg.vocab_size as u64;
@@ -99,13 +116,18 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let mut rng = SplitMix64::new(b as u64);
         let reqs: Vec<Request> = (0..b)
             .map(|_| Request {
-                prompt: (0..prompt_len).map(|_| 3 + rng.below(vocab - 3) as u32).collect(),
+                prompt: (0..prompt_len)
+                    .map(|_| 3 + rng.below(vocab - 3) as u32)
+                    .collect(),
                 max_new_tokens: new,
             })
             .collect();
         let w = Instant::now();
         if let Err(e) = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {}) {
-            println!("{}", serde_json::json!({ "model": model, "batch": b, "error": e.to_string() }));
+            println!(
+                "{}",
+                serde_json::json!({ "model": model, "batch": b, "error": e.to_string() })
+            );
             continue;
         }
         let warmup_s = w.elapsed().as_secs_f64();

@@ -30,7 +30,8 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
         let mut out = dims;
-        *out.last_mut().expect("x has a last dimension; this is a bug") = w.dim(0)?;
+        *out.last_mut()
+            .expect("x has a last dimension; this is a bug") = w.dim(0)?;
         y.reshape(out)
     }
 }
@@ -122,6 +123,7 @@ impl KvCache {
 }
 
 impl Llama {
+    /// The model from its weights; activations take the embedding's dtype and device.
     pub fn new(
         cfg: LlamaConfig,
         embed: Tensor,
@@ -129,9 +131,8 @@ impl Llama {
         norm: Tensor,
         lm_head: Linear,
         interleaved_rope: bool,
-        dtype: DType,
-        device: Device,
     ) -> Result<Llama> {
+        let (dtype, device) = (embed.dtype(), embed.device().clone());
         let half = cfg.head_dim() / 2;
         let ctx = cfg.max_position_embeddings;
         let inv: Vec<f32> = (0..half)
@@ -209,7 +210,9 @@ impl Llama {
                     let v = y.narrow(2, (nh + nkv) * hd, nkv * hd)?;
                     (q, k, v, true)
                 }
-                Qkv::Split(wq, wk, wv) => (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?, false),
+                Qkv::Split(wq, wk, wv) => {
+                    (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?, false)
+                }
             };
             let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
             let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;

@@ -91,16 +91,7 @@ pub fn synthetic(
     } else {
         Linear::Dense(next(&[v, h])?)
     };
-    Llama::new(
-        cfg.clone(),
-        embed,
-        layers,
-        ones(h)?,
-        lm_head,
-        false,
-        dtype,
-        device.clone(),
-    )
+    Llama::new(cfg.clone(), embed, layers, ones(h)?, lm_head, false)
 }
 
 /// A Hugging Face model folder: `config.json` and `model.safetensors` or sharded
@@ -163,17 +154,7 @@ pub fn safetensors_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Llam
     } else {
         Linear::Dense(get(&vb, &[v, h], "lm_head.weight")?)
     };
-    Llama::new(
-        cfg,
-        embed,
-        layers,
-        norm,
-        lm_head,
-        false,
-        dtype,
-        device.clone(),
-    )
-    .map_err(werr)
+    Llama::new(cfg, embed, layers, norm, lm_head, false).map_err(werr)
 }
 
 /// A GGUF file of the `llama` architecture, matrices kept quantized as stored.
@@ -262,15 +243,5 @@ pub fn gguf(path: &Path, device: &Device) -> Result<Llama, EngineError> {
     } else {
         "output.weight"
     })?)?;
-    Llama::new(
-        cfg,
-        embed,
-        layers,
-        norm,
-        lm_head,
-        true,
-        DType::F32,
-        device.clone(),
-    )
-    .map_err(|e| gerr(e.to_string()))
+    Llama::new(cfg, embed, layers, norm, lm_head, true).map_err(|e| gerr(e.to_string()))
 }

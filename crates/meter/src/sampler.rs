@@ -257,7 +257,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         let m = s.mark();
         assert!(m >= 0.09, "{m}");
-        assert!(s.snapshot().series[1].points.len() >= 2, "the mark and the first reading");
+        assert!(
+            s.snapshot().series[1].points.len() >= 2,
+            "the mark and the first reading"
+        );
         let out = s.stop();
         let pts = &out.timeline.series[1].points;
         assert!(pts.len() >= 8, "{}", pts.len());
