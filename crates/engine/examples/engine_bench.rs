@@ -147,6 +147,8 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 "batch": b,
                 "prompt": prompt_len,
                 "gen": new,
+                "temperature": temperature,
+                "top_p": top_p,
                 "load_s": load_s,
                 "warmup_s": warmup_s,
                 "seconds": secs,
