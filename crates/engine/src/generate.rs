@@ -180,6 +180,7 @@ pub fn generate(
             &tokens,
             &positions(&pads, longest, 0, &m.device)?,
             &mask(&pads, longest, 0, &m.device)?,
+            &pads,
             &mut cache,
             0,
         )
@@ -199,6 +200,7 @@ pub fn generate(
                 &input,
                 &positions(&pads, 1, offset, &m.device)?,
                 &mask(&pads, 1, offset, &m.device)?,
+                &pads,
                 &mut cache,
                 offset,
             )

@@ -1,5 +1,7 @@
 //! The embedded engine: LLaMA-family models on candle, batched generation on CPU and CUDA.
 
+#[cfg(feature = "cuda")]
+pub mod attention;
 pub mod config;
 pub mod device;
 pub mod error;

@@ -98,6 +98,10 @@ pub struct Llama {
     /// GGUF files store Q and K for interleaved (pair-wise) rotation; Hugging Face checkpoints for
     /// the half-split (`rotate_half`) form.
     interleaved_rope: bool,
+    /// Decode steps use the fused attention kernel where it applies (CUDA, bf16); setting
+    /// `WATTBENCH_DECODE_ATTENTION=matmul` forces the matrix-product path, for comparisons.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    fused_decode: bool,
     pub dtype: DType,
     pub device: Device,
 }
@@ -152,9 +156,24 @@ impl Llama {
             norm,
             lm_head,
             interleaved_rope,
+            fused_decode: std::env::var("WATTBENCH_DECODE_ATTENTION").map_or(true, |v| v != "matmul"),
             dtype,
             device,
         })
+    }
+
+    /// The MLP block with its residual: `x + down(silu(gate(h)) * up(h))`, `h = rms_norm(x)`.
+    fn mlp(&self, l: &Layer, x: &Tensor, eps: f32) -> Result<Tensor> {
+        let h = candle_nn::ops::rms_norm(x, &l.ffn_norm, eps)?;
+        let (gate, up) = match &l.gate_up {
+            GateUp::Fused(w) => {
+                let y = Linear::dense(&h, w)?;
+                let f = self.cfg.intermediate_size;
+                (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
+            }
+            GateUp::Split(g, u) => (g.forward(&h)?, u.forward(&h)?),
+        };
+        x + l.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
@@ -167,12 +186,15 @@ impl Llama {
 
     /// Runs `tokens [B, T]` at `positions [B, T]` (rotary positions), writing keys and values at
     /// cache columns `offset..offset + T`, with `mask [B, 1, T, offset + T]` added to the
-    /// attention scores. Returns the logits of the last column, `[B, vocab]`, in f32.
+    /// attention scores; `pads[b]` is the number of padding columns before sequence `b` (the same
+    /// padding the mask hides). Returns the logits of the last column, `[B, vocab]`, in f32.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
         tokens: &Tensor,
         positions: &Tensor,
         mask: &Tensor,
+        pads: &[usize],
         cache: &mut KvCache,
         offset: usize,
     ) -> Result<Tensor> {
@@ -224,6 +246,16 @@ impl Llama {
             // Views of the filled part of the cache: matrix products read them in place.
             let kc = cache.k[i].narrow(2, 0, len)?;
             let vc = cache.v[i].narrow(2, 0, len)?;
+            #[cfg(feature = "cuda")]
+            if t == 1 && self.fused_decode && crate::attention::supported(&q, hd) {
+                let s = if prescaled { 1.0 } else { scale as f32 };
+                let y = crate::attention::decode_attention(&q, &kc, &vc, pads, s)?;
+                let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
+                x = (x + l.wo.forward(&y)?)?;
+                x = self.mlp(l, &x, eps)?;
+                continue;
+            }
+            let _ = pads;
             // Grouped-query attention without copying keys: the query heads that share a key head
             // become rows of one matrix product.
             let q = q.reshape((b, nkv, groups * t, hd))?;
@@ -238,16 +270,7 @@ impl Llama {
                 .transpose(1, 2)?
                 .reshape((b, t, nh * hd))?;
             x = (x + l.wo.forward(&y)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &l.ffn_norm, eps)?;
-            let (gate, up) = match &l.gate_up {
-                GateUp::Fused(w) => {
-                    let y = Linear::dense(&h, w)?;
-                    let f = self.cfg.intermediate_size;
-                    (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
-                }
-                GateUp::Split(g, u) => (g.forward(&h)?, u.forward(&h)?),
-            };
-            x = (x + l.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?)?;
+            x = self.mlp(l, &x, eps)?;
         }
         let last = x.narrow(1, t - 1, 1)?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;

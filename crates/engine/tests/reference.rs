@@ -241,6 +241,7 @@ fn logits_match_the_reference_forward_in_prefill_decode_and_padded_batches() {
             &tokens,
             &positions(&pads, t, 0, &Device::Cpu).unwrap(),
             &mask(&pads, t, 0, &Device::Cpu).unwrap(),
+            &pads,
             &mut cache,
             0,
         )
@@ -265,6 +266,7 @@ fn logits_match_the_reference_forward_in_prefill_decode_and_padded_batches() {
             &step,
             &positions(&pads, 1, t, &Device::Cpu).unwrap(),
             &mask(&pads, 1, t, &Device::Cpu).unwrap(),
+            &pads,
             &mut cache,
             t,
         )
