@@ -44,29 +44,48 @@ fn attention_check() -> Result<(), Box<dyn std::error::Error>> {
     use candle_core::{DType, Device, Tensor, D};
     let dev = Device::new_cuda(0)?;
     let mut report = Vec::new();
-    for &(b, nh, nkv, hd, cap, len) in &[(3usize, 8usize, 8usize, 128usize, 40usize, 33usize), (5, 9, 3, 64, 64, 50)] {
+    for &(b, nh, nkv, hd, cap, len) in &[
+        (3usize, 8usize, 8usize, 128usize, 40usize, 33usize),
+        (5, 9, 3, 64, 64, 50),
+    ] {
         let k_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
         let v_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
         let q = Tensor::randn(0f32, 1.0, (b, nh, 1, hd), &dev)?.to_dtype(DType::BF16)?;
         let (k, v) = (k_full.narrow(2, 0, len)?, v_full.narrow(2, 0, len)?);
         let start: Vec<usize> = (0..b).map(|i| (i * 7) % (len / 2)).collect();
         let scale = 1.0 / (hd as f32).sqrt();
-        let fused = wattbench_engine::attention::decode_attention(&q, &k, &v, &start, scale)?.to_dtype(DType::F32)?;
+        let fused = wattbench_engine::attention::decode_attention(&q, &k, &v, &start, scale)?
+            .to_dtype(DType::F32)?;
         let groups = nh / nkv;
         let mut rows = Vec::new();
-        for bi in 0..b {
+        for (bi, &first) in start.iter().enumerate() {
             for h in 0..nh {
-                let qh = q.narrow(0, bi, 1)?.narrow(1, h, 1)?.to_dtype(DType::F32)?.reshape((1, hd))?;
-                let kh = k.narrow(0, bi, 1)?.narrow(1, h / groups, 1)?.narrow(2, start[bi], len - start[bi])?;
-                let vh = v.narrow(0, bi, 1)?.narrow(1, h / groups, 1)?.narrow(2, start[bi], len - start[bi])?;
-                let kh = kh.to_dtype(DType::F32)?.reshape((len - start[bi], hd))?;
-                let vh = vh.to_dtype(DType::F32)?.reshape((len - start[bi], hd))?;
-                let att = candle_nn::ops::softmax_last_dim(&(qh.matmul(&kh.t()?)? * f64::from(scale))?)?;
+                let qh = q
+                    .narrow(0, bi, 1)?
+                    .narrow(1, h, 1)?
+                    .to_dtype(DType::F32)?
+                    .reshape((1, hd))?;
+                let kh =
+                    k.narrow(0, bi, 1)?
+                        .narrow(1, h / groups, 1)?
+                        .narrow(2, first, len - first)?;
+                let vh =
+                    v.narrow(0, bi, 1)?
+                        .narrow(1, h / groups, 1)?
+                        .narrow(2, first, len - first)?;
+                let kh = kh.to_dtype(DType::F32)?.reshape((len - first, hd))?;
+                let vh = vh.to_dtype(DType::F32)?.reshape((len - first, hd))?;
+                let att =
+                    candle_nn::ops::softmax_last_dim(&(qh.matmul(&kh.t()?)? * f64::from(scale))?)?;
                 rows.push(att.matmul(&vh)?);
             }
         }
         let reference = Tensor::cat(&rows, 0)?.reshape((b, nh, 1, hd))?;
-        let diff = (fused - reference)?.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?;
+        let diff = (fused - reference)?
+            .abs()?
+            .flatten_all()?
+            .max(D::Minus1)?
+            .to_scalar::<f32>()?;
         report.push(serde_json::json!({ "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "len": len, "max_abs_diff": diff }));
     }
     println!("{}", serde_json::json!({ "attention_check": report }));

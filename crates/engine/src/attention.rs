@@ -91,7 +91,9 @@ fn ptx(head_dim: usize) -> Result<&'static str> {
     let cell = match head_dim {
         64 => &P64,
         128 => &P128,
-        _ => candle_core::bail!("fused decode attention supports head dimensions 64 and 128, not {head_dim}"),
+        _ => candle_core::bail!(
+            "fused decode attention supports head dimensions 64 and 128, not {head_dim}"
+        ),
     };
     let r = cell.get_or_init(|| {
         let opts = cudarc::nvrtc::CompileOptions {
@@ -123,7 +125,15 @@ impl CustomOp3 for DecodeAttention {
         "wattbench-decode-attention"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         candle_core::bail!("fused decode attention runs on CUDA only; this is a bug")
     }
 
@@ -138,22 +148,34 @@ impl CustomOp3 for DecodeAttention {
     ) -> Result<(CudaStorage, Shape)> {
         let (b, nh, t, hd) = ql.shape().dims4()?;
         let (kb, nkv, len, khd) = kl.shape().dims4()?;
-        if t != 1 || kb != b || khd != hd || vl.shape() != kl.shape() || vl.stride() != kl.stride() {
-            candle_core::bail!("decode attention: q {:?} and cache {:?} do not fit", ql.shape(), kl.shape());
+        if t != 1 || kb != b || khd != hd || vl.shape() != kl.shape() || vl.stride() != kl.stride()
+        {
+            candle_core::bail!(
+                "decode attention: q {:?} and cache {:?} do not fit",
+                ql.shape(),
+                kl.shape()
+            );
         }
         let ks_ = kl.stride();
         if !ql.is_contiguous() || ks_[3] != 1 || ks_[2] != hd || ks_[0] != nkv * ks_[1] {
             candle_core::bail!("decode attention: unexpected layouts q {ql:?} k {kl:?}");
         }
         let dev = qs.device.clone();
-        let func = dev.get_or_load_custom_func("decode_attention", &format!("wattbench_attention_{hd}"), ptx(hd)?)?;
+        let func = dev.get_or_load_custom_func(
+            "decode_attention",
+            &format!("wattbench_attention_{hd}"),
+            ptx(hd)?,
+        )?;
         let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
         let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
         let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
         let stream = dev.cuda_stream();
-        let start = stream.clone_htod(&self.start).map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        let start = stream
+            .clone_htod(&self.start)
+            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
         // SAFETY: every element of `y` is written by the kernel before it is read.
-        let mut y = unsafe { stream.alloc::<bf16>(b * nh * hd) }.map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
+        let mut y = unsafe { stream.alloc::<bf16>(b * nh * hd) }
+            .map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
         let (nh_i, nkv_i, len_i) = (nh as i32, nkv as i32, len as i32);
         let (k_batch, k_head) = (ks_[0] as i64, ks_[1] as i64);
         let cfg = LaunchConfig {
@@ -177,13 +199,22 @@ impl CustomOp3 for DecodeAttention {
         // SAFETY: the arguments match the kernel's signature; the grid covers (head, sequence)
         // and every index stays inside the tensors checked above.
         unsafe { builder.launch(cfg) }.map_err(|e| candle_core::Error::Cuda(Box::new(e)))?;
-        Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((b, nh, 1, hd))))
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev),
+            Shape::from((b, nh, 1, hd)),
+        ))
     }
 }
 
 /// Attention of one query per sequence, `q [B, nh, 1, hd]`, over cache views `k`, `v`
 /// `[B, nkv, len, hd]`; sequence `b` sees keys from `start[b]`. Returns `[B, nh, 1, hd]`.
-pub fn decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, start: &[usize], scale: f32) -> Result<Tensor> {
+pub fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: &[usize],
+    scale: f32,
+) -> Result<Tensor> {
     let op = DecodeAttention {
         start: start.iter().map(|&s| s as u32).collect(),
         scale,

@@ -156,7 +156,8 @@ impl Llama {
             norm,
             lm_head,
             interleaved_rope,
-            fused_decode: std::env::var("WATTBENCH_DECODE_ATTENTION").map_or(true, |v| v != "matmul"),
+            fused_decode: std::env::var("WATTBENCH_DECODE_ATTENTION")
+                .map_or(true, |v| v != "matmul"),
             dtype,
             device,
         })
