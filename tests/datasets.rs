@@ -1,20 +1,4 @@
 use crate::util::*;
-use std::path::PathBuf;
-
-fn shared() -> Option<PathBuf> {
-    let p = std::env::var_os("WATTBENCH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    if p.join("data").is_dir() {
-        Some(p)
-    } else {
-        eprintln!(
-            "skipped: no shared data folder at {} (set WATTBENCH_SHARED)",
-            p.display()
-        );
-        None
-    }
-}
 
 /// wattbench with the hub pointed at a closed loopback port and an empty cache.
 fn offline_bin(dir: &std::path::Path) -> std::process::Command {

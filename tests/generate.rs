@@ -2,16 +2,7 @@ use crate::util::*;
 use std::path::PathBuf;
 
 fn gguf() -> Option<PathBuf> {
-    let p = std::env::var_os("WATTBENCH_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-        .join("models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf");
-    if p.is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is absent (set WATTBENCH_SHARED)", p.display());
-        None
-    }
+    Some(shared()?.join("models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf"))
 }
 
 #[test]

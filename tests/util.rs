@@ -41,6 +41,23 @@ pub fn json(o: &Output) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {last}"))
 }
 
+/// The shared data and models: `$WATTBENCH_SHARED`, else `../shared` beside the project. Tests
+/// that need it skip, saying so, only where it is absent.
+pub fn shared() -> Option<PathBuf> {
+    let p = std::env::var_os("WATTBENCH_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
+    if p.join("data").is_dir() {
+        Some(p)
+    } else {
+        eprintln!(
+            "skipped: no shared folder at {} (set WATTBENCH_SHARED)",
+            p.display()
+        );
+        None
+    }
+}
+
 pub fn close(a: f64, b: f64, rel: f64) -> bool {
     (a - b).abs() <= rel * a.abs().max(b.abs())
 }

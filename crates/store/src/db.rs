@@ -19,18 +19,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) and migrates the database at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(open_err)?;
-        Self::configure(&conn, path)?;
-        migrate(&mut conn, path)?;
-        Self::enable_wal(&conn, path)?;
-        Ok(Store {
-            conn,
-            path: path.to_path_buf(),
-        })
+        Self::open_with(path, OpenFlags::default())
     }
 
     /// Opens an existing database for reading; never creates one.
@@ -40,8 +29,12 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        let mut conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
-            .map_err(|source| StoreError::Open {
+        Self::open_with(path, OpenFlags::SQLITE_OPEN_READ_WRITE)
+    }
+
+    fn open_with(path: &Path, flags: OpenFlags) -> Result<Store, StoreError> {
+        let mut conn =
+            Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open {
                 path: path.to_path_buf(),
                 source,
             })?;
