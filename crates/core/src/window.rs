@@ -185,7 +185,8 @@ fn trapezoid(points: &[Point], t0: f64, t1: f64) -> Option<f64> {
 }
 
 /// Linear interpolation in time-sorted `(t, v)` pairs, holding the end values outside them.
-fn interpolate(pts: &[(f64, f64)], t: f64) -> f64 {
+/// `pts` must not be empty.
+pub fn interpolate(pts: &[(f64, f64)], t: f64) -> f64 {
     let i = pts.partition_point(|&(pt, _)| pt <= t);
     if i == 0 {
         return pts[0].1;

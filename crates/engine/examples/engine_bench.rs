@@ -92,11 +92,18 @@ fn attention_check() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let model = arg(args, "--model", "synthetic:smollm2-135m");
-    let device = parse_device(&arg(args, "--device", "cpu"))?;
-    let dtype = parse_dtype(&arg(args, "--dtype", "f32"), &device)?;
-    let steps: u32 = arg(args, "--steps", "32").parse()?;
+type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
+
+/// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded.
+fn load(
+    args: &[String],
+    model: &str,
+    device: &str,
+    dtype: &str,
+) -> Result<Loaded, Box<dyn std::error::Error>> {
+    let model = arg(args, "--model", model);
+    let device = parse_device(&arg(args, "--device", device))?;
+    let dtype = parse_dtype(&arg(args, "--dtype", dtype), &device)?;
     let loaded = load_model(
         &ModelSpec::parse(&model)?,
         &model,
@@ -105,6 +112,12 @@ fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         0,
         &Hub::from_env(),
     )?;
+    Ok((model, device, dtype, loaded))
+}
+
+fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let steps: u32 = arg(args, "--steps", "32").parse()?;
+    let (model, device, dtype, loaded) = load(args, "synthetic:smollm2-135m", "cpu", "f32")?;
     let vocab = loaded.model.cfg.vocab_size as u64;
     let mut rng = SplitMix64::new(2026);
     let reqs: Vec<Request> = [12usize, 7, 20]
@@ -131,9 +144,10 @@ fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
-    let model = arg(args, "--model", "synthetic:llama-7b");
-    let device = parse_device(&arg(args, "--device", "cuda"))?;
-    let dtype = parse_dtype(&arg(args, "--dtype", "auto"), &device)?;
+    let t = Instant::now();
+    let (model, device, dtype, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
+    device.synchronize()?;
+    let load_s = t.elapsed().as_secs_f64();
     let prompt_len: usize = arg(args, "--prompt-len", "128").parse()?;
     let new: u32 = arg(args, "--new", "256").parse()?;
     let temperature: f64 = arg(args, "--temperature", "0.8").parse()?;
@@ -147,18 +161,6 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
         sensors.select(&[gpu_id.to_string()])?;
     }
-
-    let t = Instant::now();
-    let loaded = load_model(
-        &ModelSpec::parse(&model)?,
-        &model,
-        &device,
-        dtype,
-        0,
-        &Hub::from_env(),
-    )?;
-    device.synchronize()?;
-    let load_s = t.elapsed().as_secs_f64();
     let vocab = loaded.model.cfg.vocab_size as u64;
     let params = GenerationParams {
         temperature,

@@ -9,6 +9,7 @@
 use crate::error::SensorError;
 use crate::sensor::{retain_positions, EnergySensor, ReadKind};
 use std::path::{Path, PathBuf};
+use wattbench_core::window::interpolate;
 use wattbench_core::{Capabilities, DeviceInfo, DeviceKind, Reading, Warning};
 
 const HEADER: [&str; 4] = ["t_s", "device", "power_w", "energy_j"];
@@ -190,21 +191,9 @@ impl ReplaySensor {
     }
 }
 
+/// The track's value at `t`, `None` for a track without values.
 fn at(pts: &[(f64, f64)], t: f64) -> Option<f64> {
-    let first = pts.first()?;
-    let i = pts.partition_point(|&(pt, _)| pt <= t);
-    Some(if i == 0 {
-        first.1
-    } else if i == pts.len() {
-        pts[i - 1].1
-    } else {
-        let ((ta, va), (tb, vb)) = (pts[i - 1], pts[i]);
-        if tb > ta {
-            va + (vb - va) * (t - ta) / (tb - ta)
-        } else {
-            vb
-        }
-    })
+    (!pts.is_empty()).then(|| interpolate(pts, t))
 }
 
 impl EnergySensor for ReplaySensor {
