@@ -21,10 +21,18 @@ pub fn parse_device(s: &str) -> Result<Device, EngineError> {
                     feature: "cuda",
                 });
             }
-            Device::new_cuda(ordinal).map_err(|e| EngineError::Device {
+            let device = Device::new_cuda(ordinal).map_err(|e| EngineError::Device {
                 device: s.to_string(),
                 message: e.to_string(),
-            })
+            })?;
+            #[cfg(feature = "cuda")]
+            if let Device::Cuda(d) = &device {
+                crate::cuda::prepare(d).map_err(|e| EngineError::Device {
+                    device: s.to_string(),
+                    message: e.to_string(),
+                })?;
+            }
+            Ok(device)
         }
         other => Err(EngineError::Device {
             device: other.to_string(),
@@ -44,5 +52,27 @@ pub fn parse_dtype(s: &str, device: &Device) -> Result<DType, EngineError> {
             device: format!("dtype {other}"),
             message: "use bf16, f16, f32 or auto".into(),
         }),
+    }
+}
+
+/// Total memory of a GPU device in bytes (None on the CPU), for out-of-memory suggestions.
+pub fn memory_bytes(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        d.cuda_stream().context().bind_to_thread().ok()?;
+        return cudarc::driver::result::mem_get_info()
+            .ok()
+            .map(|(_, total)| total as u64);
+    }
+    let _ = device;
+    None
+}
+
+/// `cpu` or `cuda:N`, as `--device` takes it.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
     }
 }

@@ -129,9 +129,13 @@ pub fn generate(
                 model: model_name.to_string(),
                 batch: b,
                 tokens: capacity,
-                device: format!("{:?}", m.device.location()),
-                suggestion: suggest_batch(m, capacity, memory_bytes)
-                    .min(b.saturating_sub(1).max(1)),
+                device: crate::device::device_name(&m.device),
+                suggestion: suggest_batch(
+                    m,
+                    capacity,
+                    memory_bytes.or_else(|| crate::device::memory_bytes(&m.device)),
+                )
+                .min(b.saturating_sub(1).max(1)),
                 message: e.to_string(),
             }
         } else {

@@ -1,8 +1,8 @@
 //! The embedded engine: LLaMA-family models on candle, batched generation on CPU and CUDA.
 
-#[cfg(feature = "cuda")]
-pub mod attention;
 pub mod config;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod device;
 pub mod error;
 pub mod generate;

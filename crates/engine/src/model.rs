@@ -98,10 +98,10 @@ pub struct Llama {
     /// GGUF files store Q and K for interleaved (pair-wise) rotation; Hugging Face checkpoints for
     /// the half-split (`rotate_half`) form.
     interleaved_rope: bool,
-    /// Decode steps use the fused attention kernel where it applies (CUDA, bf16); setting
-    /// `WATTBENCH_DECODE_ATTENTION=matmul` forces the matrix-product path, for comparisons.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    fused_decode: bool,
+    /// bf16 on CUDA: the engine's own kernels ([`crate::cuda`]) replace candle's operations
+    /// around the matrix products. Elsewhere (or with `WATTBENCH_KERNELS=candle`) candle's
+    /// operations do all the work.
+    kernels: bool,
     pub dtype: DType,
     pub device: Device,
 }
@@ -156,25 +156,40 @@ impl Llama {
             norm,
             lm_head,
             interleaved_rope,
-            fused_decode: std::env::var("WATTBENCH_DECODE_ATTENTION")
-                .map_or(true, |v| v != "matmul"),
+            kernels: kernels_apply(&device, dtype),
             dtype,
             device,
         })
     }
 
-    /// The MLP block with its residual: `x + down(silu(gate(h)) * up(h))`, `h = rms_norm(x)`.
-    fn mlp(&self, l: &Layer, x: &Tensor, eps: f32) -> Result<Tensor> {
-        let h = candle_nn::ops::rms_norm(x, &l.ffn_norm, eps)?;
-        let (gate, up) = match &l.gate_up {
+    /// `(x + r, rms_norm(x + r) * w)`.
+    fn add_norm(&self, x: &Tensor, r: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+        let eps = self.cfg.rms_norm_eps as f32;
+        #[cfg(feature = "cuda")]
+        if self.kernels {
+            return crate::cuda::layer::add_rms_norm(x, r, w, eps);
+        }
+        let x = (x + r)?;
+        let h = candle_nn::ops::rms_norm(&x, w, eps)?;
+        Ok((x, h))
+    }
+
+    /// The MLP without its residual: `down(silu(gate(h)) * up(h))`.
+    fn mlp(&self, l: &Layer, h: &Tensor) -> Result<Tensor> {
+        let act = match &l.gate_up {
             GateUp::Fused(w) => {
-                let y = Linear::dense(&h, w)?;
+                let y = Linear::dense(h, w)?;
+                #[cfg(feature = "cuda")]
+                if self.kernels {
+                    return l.w_down.forward(&crate::cuda::layer::silu_mul(&y)?);
+                }
                 let f = self.cfg.intermediate_size;
-                (y.narrow(2, 0, f)?, y.narrow(2, f, f)?)
+                let (gate, up) = (y.narrow(2, 0, f)?, y.narrow(2, f, f)?);
+                (candle_nn::ops::silu(&gate)? * up)?
             }
-            GateUp::Split(g, u) => (g.forward(&h)?, u.forward(&h)?),
+            GateUp::Split(g, u) => (candle_nn::ops::silu(&g.forward(h)?)? * u.forward(h)?)?,
         };
-        x + l.w_down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?
+        l.w_down.forward(&act)
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
@@ -183,6 +198,79 @@ impl Llama {
         } else {
             candle_nn::rotary_emb::rope(x, cos, sin)
         }
+    }
+
+    /// The queries `[B, nh, T, hd]` of layer `i` for `h [B, T, hidden]` at `positions`, with
+    /// the layer's keys and values written into the cache at columns `offset..offset + T`, and
+    /// whether the queries already carry the attention scale.
+    fn queries(
+        &self,
+        i: usize,
+        h: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+        offset: usize,
+    ) -> Result<(Tensor, bool)> {
+        let (b, t, _) = h.dims3()?;
+        let (nh, nkv, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.head_dim(),
+        );
+        let (q, k, v, prescaled) = match &self.layers[i].qkv {
+            Qkv::Fused(w) => {
+                let y = Linear::dense(h, w)?;
+                #[cfg(feature = "cuda")]
+                if self.kernels {
+                    let split = crate::cuda::layer::QkvSplit {
+                        cos: &self.cos,
+                        sin: &self.sin,
+                        positions,
+                        k_cache: &cache.k[i],
+                        v_cache: &cache.v[i],
+                        offset,
+                        heads: nh,
+                        kv_heads: nkv,
+                        head_dim: hd,
+                        interleaved: self.interleaved_rope,
+                    };
+                    return Ok((crate::cuda::layer::qkv_split(&y, &split)?, true));
+                }
+                let q = y.narrow(2, 0, nh * hd)?;
+                let k = y.narrow(2, nh * hd, nkv * hd)?;
+                let v = y.narrow(2, (nh + nkv) * hd, nkv * hd)?;
+                (q, k, v, true)
+            }
+            Qkv::Split(wq, wk, wv) => (wq.forward(h)?, wk.forward(h)?, wv.forward(h)?, false),
+        };
+        let flat_pos = positions.flatten_all()?;
+        let cos = self
+            .cos
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        let sin = self
+            .sin
+            .index_select(&flat_pos, 0)?
+            .reshape((b, t, hd / 2))?;
+        let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
+        let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+        let q = self.rope(&q, &cos, &sin)?;
+        let k = self.rope(&k, &cos, &sin)?;
+        cache.k[i].slice_set(&k, 2, offset)?;
+        cache.v[i].slice_set(&v, 2, offset)?;
+        Ok((q, prescaled))
+    }
+
+    /// Turns the engine's CUDA kernels on or off (they stay off where they do not apply), to
+    /// compare the two paths in one process.
+    pub fn use_kernels(&mut self, on: bool) {
+        self.kernels = on && kernels_apply(&self.device, self.dtype);
+    }
+
+    /// Whether the engine's CUDA kernels are in use.
+    pub fn kernels(&self) -> bool {
+        self.kernels
     }
 
     /// Runs `tokens [B, T]` at `positions [B, T]` (rotary positions), writing keys and values at
@@ -207,78 +295,75 @@ impl Llama {
         );
         let groups = nh / nkv;
         let len = offset + t;
-        let eps = self.cfg.rms_norm_eps as f32;
-        let flat_pos = positions.flatten_all()?;
-        let cos = self
-            .cos
-            .index_select(&flat_pos, 0)?
-            .reshape((b, t, hd / 2))?;
-        let sin = self
-            .sin
-            .index_select(&flat_pos, 0)?
-            .reshape((b, t, hd / 2))?;
         let mask = mask.to_dtype(self.dtype)?;
         let scale = 1.0 / (hd as f64).sqrt();
+        // The fused decode attention skips each sequence's padding instead of masking it.
+        let starts = if self.kernels && t == 1 {
+            let s: Vec<u32> = pads.iter().map(|&p| p as u32).collect();
+            Some(Tensor::from_vec(s, b, &self.device)?)
+        } else {
+            None
+        };
         let mut x = self
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, t, self.cfg.hidden_size))?;
+        let Some(first) = self.layers.first() else {
+            candle_core::bail!("the model has no layers");
+        };
+        let eps = self.cfg.rms_norm_eps as f32;
+        // `h` is always the normalized input of the next block.
+        let mut h = candle_nn::ops::rms_norm(&x, &first.attn_norm, eps)?;
         for (i, l) in self.layers.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &l.attn_norm, eps)?;
-            let (q, k, v, prescaled) = match &l.qkv {
-                Qkv::Fused(w) => {
-                    let y = Linear::dense(&h, w)?;
-                    let q = y.narrow(2, 0, nh * hd)?;
-                    let k = y.narrow(2, nh * hd, nkv * hd)?;
-                    let v = y.narrow(2, (nh + nkv) * hd, nkv * hd)?;
-                    (q, k, v, true)
-                }
-                Qkv::Split(wq, wk, wv) => {
-                    (wq.forward(&h)?, wk.forward(&h)?, wv.forward(&h)?, false)
-                }
-            };
-            let q = q.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?;
-            let k = k.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let q = self.rope(&q, &cos, &sin)?;
-            let k = self.rope(&k, &cos, &sin)?;
-            cache.k[i].slice_set(&k, 2, offset)?;
-            cache.v[i].slice_set(&v, 2, offset)?;
+            let (q, prescaled) = self.queries(i, &h, positions, cache, offset)?;
             // Views of the filled part of the cache: matrix products read them in place.
             let kc = cache.k[i].narrow(2, 0, len)?;
             let vc = cache.v[i].narrow(2, 0, len)?;
-            #[cfg(feature = "cuda")]
-            if t == 1 && self.fused_decode && crate::attention::supported(&q, hd) {
-                let s = if prescaled { 1.0 } else { scale as f32 };
-                let y = crate::attention::decode_attention(&q, &kc, &vc, pads, s)?;
-                let y = y.transpose(1, 2)?.reshape((b, t, nh * hd))?;
-                x = (x + l.wo.forward(&y)?)?;
-                x = self.mlp(l, &x, eps)?;
-                continue;
-            }
-            let _ = pads;
-            // Grouped-query attention without copying keys: the query heads that share a key head
-            // become rows of one matrix product.
-            let q = q.reshape((b, nkv, groups * t, hd))?;
-            let att = q.matmul(&kc.t()?)?;
-            let att = if prescaled { att } else { (att * scale)? };
-            let att = att.reshape((b, nh, t, len))?;
-            let att = att.broadcast_add(&mask)?;
-            let att = candle_nn::ops::softmax_last_dim(&att)?.reshape((b, nkv, groups * t, len))?;
-            let y = att
-                .matmul(&vc)?
-                .reshape((b, nh, t, hd))?
-                .transpose(1, 2)?
-                .reshape((b, t, nh * hd))?;
-            x = (x + l.wo.forward(&y)?)?;
-            x = self.mlp(l, &x, eps)?;
+            let y =
+                match &starts {
+                    #[cfg(feature = "cuda")]
+                    Some(starts) if crate::cuda::attention::supported(&q, hd) => {
+                        let s = if prescaled { 1.0 } else { scale as f32 };
+                        crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, s)?
+                            .reshape((b, t, nh * hd))?
+                    }
+                    _ => {
+                        // Grouped-query attention without copying keys: the query heads that share
+                        // a key head become rows of one matrix product.
+                        let q = q.reshape((b, nkv, groups * t, hd))?;
+                        let att = q.matmul(&kc.t()?)?;
+                        let att = if prescaled { att } else { (att * scale)? };
+                        let att = att.reshape((b, nh, t, len))?.broadcast_add(&mask)?;
+                        candle_nn::ops::softmax_last_dim(&att)?
+                            .reshape((b, nkv, groups * t, len))?
+                            .matmul(&vc)?
+                            .reshape((b, nh, t, hd))?
+                            .transpose(1, 2)?
+                            .reshape((b, t, nh * hd))?
+                    }
+                };
+            (x, h) = self.add_norm(&x, &l.wo.forward(&y)?, &l.ffn_norm)?;
+            let next_norm = self.layers.get(i + 1).map_or(&self.norm, |n| &n.attn_norm);
+            (x, h) = self.add_norm(&x, &self.mlp(l, &h)?, next_norm)?;
         }
-        let last = x.narrow(1, t - 1, 1)?.contiguous()?;
-        let last = candle_nn::ops::rms_norm(&last, &self.norm, eps)?;
+        let last = h.narrow(1, t - 1, 1)?.contiguous()?;
         self.lm_head
             .forward(&last)?
             .squeeze(1)?
             .to_dtype(DType::F32)
+    }
+}
+
+/// Whether the engine's CUDA kernels serve a model on `device` in `dtype`.
+fn kernels_apply(device: &Device, dtype: DType) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        device.is_cuda() && dtype == DType::BF16 && crate::cuda::enabled()
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = (device, dtype);
+        false
     }
 }
 

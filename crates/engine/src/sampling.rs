@@ -4,7 +4,9 @@
 //! sorting the vocabulary, the probability threshold of that set is found per row by bisection
 //! (each step is a masked sum), which runs as a handful of tensor operations on the GPU. A token is
 //! then drawn from the kept set with the Gumbel-max trick: the argmax of `logit / T + G`, with `G`
-//! standard Gumbel noise, is distributed as the renormalized softmax over the set.
+//! standard Gumbel noise, is distributed as the renormalized softmax over the set. On CUDA the
+//! same algorithm runs as one kernel per batch (`cuda::sample`), with the noise hashed from the
+//! seed, the step and the position instead of drawn from a generator.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 use wattbench_workload::sample::SplitMix64;
@@ -15,6 +17,10 @@ const BISECTION_STEPS: usize = 20;
 pub struct Sampler {
     temperature: f64,
     top_p: f64,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    seed: u64,
+    /// Calls so far: the step of the device kernel's noise.
+    steps: u64,
     rng: SplitMix64,
 }
 
@@ -27,6 +33,8 @@ impl Sampler {
         Ok(Sampler {
             temperature,
             top_p,
+            seed,
+            steps: 0,
             rng: SplitMix64::new(seed),
         })
     }
@@ -47,6 +55,17 @@ impl Sampler {
     pub fn sample(&mut self, logits: &Tensor) -> Result<Vec<u32>> {
         if self.temperature <= 0.0 {
             return logits.argmax(D::Minus1)?.to_vec1::<u32>();
+        }
+        self.steps += 1;
+        #[cfg(feature = "cuda")]
+        if logits.device().is_cuda() && crate::cuda::enabled() {
+            return crate::cuda::sample::sample(
+                logits,
+                self.temperature,
+                self.top_p,
+                self.seed,
+                self.steps,
+            );
         }
         let (b, v) = logits.dims2()?;
         let scaled = (logits / self.temperature)?;

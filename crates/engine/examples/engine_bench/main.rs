@@ -5,12 +5,23 @@
 //! batch per measurement after a warm-up with the same shapes. Energy comes from the sensors
 //! (`--sensor`, default `nvml`), counted over the timed batch only. One JSON line per batch size.
 //!
+//! `--mode profile`: where a decode step's time goes (CUDA): the whole step, the host's share of
+//! it, and the matrix products, attention and sampling timed alone.
+//!
+//! `--mode check`: the engine's CUDA kernels against candle's operations (attention, the fused
+//! layer work, whole-model logits and greedy tokens, and the sampling distribution).
+//!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
 //!
 //! cargo run --release --features cuda -p wattbench-engine --example engine_bench -- \
 //!     --model synthetic:llama-7b --device cuda --batch 64,256
+
+#[cfg(feature = "cuda")]
+mod check;
+#[cfg(feature = "cuda")]
+mod profile;
 
 use std::time::Instant;
 use wattbench_core::summarize;
@@ -20,7 +31,7 @@ use wattbench_meter::{EnergySensor, Sampler, SensorSet, SensorSpec};
 use wattbench_workload::hub::Hub;
 use wattbench_workload::sample::SplitMix64;
 
-fn arg(args: &[String], name: &str, default: &str) -> String {
+pub(crate) fn arg(args: &[String], name: &str, default: &str) -> String {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
@@ -32,70 +43,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match arg(&args, "--mode", "throughput").as_str() {
         "greedy" => greedy(&args),
         #[cfg(feature = "cuda")]
-        "attention-check" => attention_check(),
+        "check" => check::run(&args),
+        #[cfg(feature = "cuda")]
+        "profile" => profile::run(&args),
         _ => throughput(&args),
     }
 }
 
-/// The fused decode-attention kernel against matrix products and softmax in f32, on random
-/// bf16 inputs with padding and grouped-query heads. Prints the largest absolute difference.
-#[cfg(feature = "cuda")]
-fn attention_check() -> Result<(), Box<dyn std::error::Error>> {
-    use candle_core::{DType, Device, Tensor, D};
-    let dev = Device::new_cuda(0)?;
-    let mut report = Vec::new();
-    for &(b, nh, nkv, hd, cap, len) in &[
-        (3usize, 8usize, 8usize, 128usize, 40usize, 33usize),
-        (5, 9, 3, 64, 64, 50),
-    ] {
-        let k_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
-        let v_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
-        let q = Tensor::randn(0f32, 1.0, (b, nh, 1, hd), &dev)?.to_dtype(DType::BF16)?;
-        let (k, v) = (k_full.narrow(2, 0, len)?, v_full.narrow(2, 0, len)?);
-        let start: Vec<usize> = (0..b).map(|i| (i * 7) % (len / 2)).collect();
-        let scale = 1.0 / (hd as f32).sqrt();
-        let fused = wattbench_engine::attention::decode_attention(&q, &k, &v, &start, scale)?
-            .to_dtype(DType::F32)?;
-        let groups = nh / nkv;
-        let mut rows = Vec::new();
-        for (bi, &first) in start.iter().enumerate() {
-            for h in 0..nh {
-                let qh = q
-                    .narrow(0, bi, 1)?
-                    .narrow(1, h, 1)?
-                    .to_dtype(DType::F32)?
-                    .reshape((1, hd))?;
-                let kh =
-                    k.narrow(0, bi, 1)?
-                        .narrow(1, h / groups, 1)?
-                        .narrow(2, first, len - first)?;
-                let vh =
-                    v.narrow(0, bi, 1)?
-                        .narrow(1, h / groups, 1)?
-                        .narrow(2, first, len - first)?;
-                let kh = kh.to_dtype(DType::F32)?.reshape((len - first, hd))?;
-                let vh = vh.to_dtype(DType::F32)?.reshape((len - first, hd))?;
-                let att =
-                    candle_nn::ops::softmax_last_dim(&(qh.matmul(&kh.t()?)? * f64::from(scale))?)?;
-                rows.push(att.matmul(&vh)?);
-            }
-        }
-        let reference = Tensor::cat(&rows, 0)?.reshape((b, nh, 1, hd))?;
-        let diff = (fused - reference)?
-            .abs()?
-            .flatten_all()?
-            .max(D::Minus1)?
-            .to_scalar::<f32>()?;
-        report.push(serde_json::json!({ "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "len": len, "max_abs_diff": diff }));
-    }
-    println!("{}", serde_json::json!({ "attention_check": report }));
-    Ok(())
-}
-
-type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
+pub(crate) type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
 
 /// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded.
-fn load(
+pub(crate) fn load(
     args: &[String],
     model: &str,
     device: &str,

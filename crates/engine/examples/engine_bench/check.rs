@@ -1,0 +1,187 @@
+//! `--mode check`: the engine's CUDA kernels against candle's own operations, on the GPU.
+
+use crate::{arg, load};
+use candle_core::{DType, Device, Tensor, D};
+use wattbench_engine::model::{argmax, mask, positions, KvCache};
+use wattbench_engine::sampling::{top_p_mask, Sampler};
+use wattbench_workload::sample::SplitMix64;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+pub fn run(args: &[String]) -> Res<()> {
+    let report = serde_json::json!({
+        "attention": attention()?,
+        "model": model(args)?,
+        "sampling": sampling()?,
+    });
+    println!("{}", serde_json::json!({ "check": report }));
+    Ok(())
+}
+
+fn max_abs(a: &Tensor, b: &Tensor) -> Res<f32> {
+    let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
+    Ok(d.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?)
+}
+
+/// The decode-attention kernel against matrix products and softmax in f32, on random bf16 inputs
+/// with padding and grouped-query heads.
+fn attention() -> Res<Vec<serde_json::Value>> {
+    let dev = Device::new_cuda(0)?;
+    let mut report = Vec::new();
+    for &(b, nh, nkv, hd, cap, len) in &[
+        (3usize, 8usize, 8usize, 128usize, 40usize, 33usize),
+        (5, 9, 3, 64, 64, 50),
+    ] {
+        let k_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
+        let v_full = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
+        let q = Tensor::randn(0f32, 1.0, (b, nh, 1, hd), &dev)?.to_dtype(DType::BF16)?;
+        let (k, v) = (k_full.narrow(2, 0, len)?, v_full.narrow(2, 0, len)?);
+        let start: Vec<usize> = (0..b).map(|i| (i * 7) % (len / 2)).collect();
+        let start_t = Tensor::from_vec(start.iter().map(|&s| s as u32).collect(), b, &dev)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let groups = nh / nkv;
+        let mut rows = Vec::new();
+        for (bi, &first) in start.iter().enumerate() {
+            for h in 0..nh {
+                let qh = q.narrow(0, bi, 1)?.narrow(1, h, 1)?;
+                let qh = qh.to_dtype(DType::F32)?.reshape((1, hd))?;
+                let part = |t: &Tensor| -> Res<Tensor> {
+                    let t = t.narrow(0, bi, 1)?.narrow(1, h / groups, 1)?;
+                    let t = t.narrow(2, first, len - first)?.to_dtype(DType::F32)?;
+                    Ok(t.reshape((len - first, hd))?)
+                };
+                let (kh, vh) = (part(&k)?, part(&v)?);
+                let att = (qh.matmul(&kh.t()?)? * f64::from(scale))?;
+                rows.push(candle_nn::ops::softmax_last_dim(&att)?.matmul(&vh)?);
+            }
+        }
+        let reference = Tensor::cat(&rows, 0)?.reshape((b, nh, 1, hd))?;
+        let mut diffs = serde_json::Map::new();
+        for unroll in [1u32, 2, 4, 8] {
+            let fused = wattbench_engine::cuda::attention::decode_attention_unrolled(
+                &q, &k, &v, &start_t, scale, unroll,
+            )?;
+            diffs.insert(
+                format!("unroll_{unroll}"),
+                max_abs(&fused, &reference)?.into(),
+            );
+        }
+        report.push(serde_json::json!({
+            "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "len": len,
+            "max_abs_diff": diffs,
+        }));
+    }
+    Ok(report)
+}
+
+/// Whole-model logits and greedy tokens of a bf16 model with the kernels on and off: prefill of
+/// left-padded prompts, then decode steps fed the same tokens on both paths.
+fn model(args: &[String]) -> Res<serde_json::Value> {
+    let (name, device, _, mut loaded) = load(args, "synthetic:smollm2-135m", "cuda", "bf16")?;
+    let steps: usize = arg(args, "--steps", "8").parse()?;
+    let vocab = loaded.model.cfg.vocab_size as u64;
+    let mut rng = SplitMix64::new(7);
+    let prompts: Vec<Vec<u32>> = [12usize, 7, 20]
+        .iter()
+        .map(|&n| (0..n).map(|_| rng.below(vocab) as u32).collect())
+        .collect();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| longest - p.len()).collect();
+    let flat: Vec<u32> = prompts
+        .iter()
+        .zip(&pads)
+        .flat_map(|(p, &pad)| std::iter::repeat_n(0, pad).chain(p.iter().copied()))
+        .collect();
+    let b = prompts.len();
+    let mut runs = Vec::new();
+    let mut fed: Vec<Vec<u32>> = Vec::new();
+    for on in [false, true] {
+        loaded.model.use_kernels(on);
+        let m = &loaded.model;
+        let mut cache = KvCache::new(m, b, longest + steps + 1)?;
+        let tokens = Tensor::from_vec(flat.clone(), (b, longest), &device)?;
+        let mut logits = vec![m.forward(
+            &tokens,
+            &positions(&pads, longest, 0, &device)?,
+            &mask(&pads, longest, 0, &device)?,
+            &pads,
+            &mut cache,
+            0,
+        )?];
+        for s in 0..steps {
+            if !on {
+                fed.push(argmax(&logits[s])?);
+            }
+            let offset = longest + s;
+            let input = Tensor::from_vec(fed[s].clone(), (b, 1), &device)?;
+            logits.push(m.forward(
+                &input,
+                &positions(&pads, 1, offset, &device)?,
+                &mask(&pads, 1, offset, &device)?,
+                &pads,
+                &mut cache,
+                offset,
+            )?);
+        }
+        runs.push((m.kernels(), logits));
+    }
+    let (candle, fused) = (&runs[0].1, &runs[1].1);
+    let mut diffs = Vec::new();
+    let mut same_argmax = 0;
+    let mut scale = 0f32;
+    for (a, f) in candle.iter().zip(fused) {
+        diffs.push(max_abs(a, f)?);
+        scale = scale.max(a.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?);
+        same_argmax += argmax(a)?
+            .iter()
+            .zip(argmax(f)?)
+            .filter(|(x, y)| **x == *y)
+            .count();
+    }
+    Ok(serde_json::json!({
+        "model": name,
+        "kernels_used": runs[1].0,
+        "steps": steps,
+        "max_abs_logit": scale,
+        "max_abs_diff_per_step": diffs,
+        "same_argmax": same_argmax,
+        "of": b * (steps + 1),
+    }))
+}
+
+/// The sampling kernel: its frequencies against the truncated softmax over a small vocabulary,
+/// and every draw over a LLaMA-sized vocabulary inside the top-p set computed by the tensor path.
+fn sampling() -> Res<serde_json::Value> {
+    let dev = Device::new_cuda(0)?;
+    let rows = 20_000;
+    let row = [2.0f32, 1.0, 0.0, -1.0];
+    let logits = Tensor::from_vec(row.repeat(rows), (rows, 4), &dev)?;
+    let mut s = Sampler::new(1.0, 0.9, 3, &dev)?;
+    let mut counts = [0usize; 4];
+    for t in s.sample(&logits)? {
+        counts[t as usize] += 1;
+    }
+    // softmax = .644 .237 .087 .032: top-p 0.9 keeps the first three.
+    let z = 0.6439 + 0.2369 + 0.0871;
+    let want: Vec<f64> = vec![0.6439 / z, 0.2369 / z, 0.0871 / z, 0.0];
+    let got: Vec<f64> = counts.iter().map(|&c| c as f64 / rows as f64).collect();
+    let (b, v) = (64, 32_000);
+    let big = (Tensor::randn(0f32, 1.0, (b, v), &dev)? * 3.0)?;
+    let mut s = Sampler::new(0.8, 0.95, 5, &dev)?;
+    let drawn = s.sample(&big)?;
+    let probs = candle_nn::ops::softmax_last_dim(&(&big / 0.8)?)?;
+    let keep = top_p_mask(&probs, 0.95)?.to_vec2::<u8>()?;
+    let inside = drawn
+        .iter()
+        .enumerate()
+        .filter(|(i, &t)| keep[*i][t as usize] == 1)
+        .count();
+    let again = Sampler::new(0.8, 0.95, 5, &dev)?.sample(&big)?;
+    Ok(serde_json::json!({
+        "small_vocab_frequencies": got,
+        "small_vocab_expected": want,
+        "large_vocab_inside_top_p": inside,
+        "of": b,
+        "same_seed_same_tokens": again == drawn,
+    }))
+}

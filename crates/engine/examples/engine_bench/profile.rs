@@ -1,0 +1,179 @@
+//! `--mode profile`: where the time of a decode step goes, on CUDA.
+//!
+//! At batch `--batch` (64) and cache column `--at` (256, the middle of the peer workload), times
+//! (after a synchronize) the whole decode step, the forward pass alone, the host's share of it
+//! (time until `forward` returns, before the device finishes), sampling, and the matrix products
+//! and decode attention alone. Means over `--reps` repetitions.
+
+use crate::{arg, load};
+use candle_core::Tensor;
+use std::time::Instant;
+use wattbench_engine::model::{mask, positions, GateUp, KvCache, Linear, Qkv};
+use wattbench_engine::sampling::Sampler;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn timed(
+    reps: usize,
+    dev: &candle_core::Device,
+    mut f: impl FnMut() -> Res<()>,
+) -> Res<(f64, f64)> {
+    f()?;
+    dev.synchronize()?;
+    let (mut total, mut host) = (0.0, 0.0);
+    for _ in 0..reps {
+        let t = Instant::now();
+        f()?;
+        host += t.elapsed().as_secs_f64();
+        dev.synchronize()?;
+        total += t.elapsed().as_secs_f64();
+    }
+    Ok((1e3 * total / reps as f64, 1e3 * host / reps as f64))
+}
+
+pub fn run(args: &[String]) -> Res<()> {
+    let (name, dev, _, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
+    let m = &loaded.model;
+    let b: usize = arg(args, "--batch", "64").parse()?;
+    let at: usize = arg(args, "--at", "256").parse()?;
+    let reps: usize = arg(args, "--reps", "20").parse()?;
+    let pads = vec![0usize; b];
+    let mut cache = KvCache::new(m, b, at + 1)?;
+    let input = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), (b, 1), &dev)?;
+    let pos = positions(&pads, 1, at, &dev)?;
+    let msk = mask(&pads, 1, at, &dev)?;
+    let mut sampler = Sampler::new(0.8, 0.95, 0, &dev)?;
+    let logits = m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+    let (step, step_host) = timed(reps, &dev, || {
+        let l = m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+        sampler.sample(&l)?;
+        Ok(())
+    })?;
+    let (fwd, fwd_host) = timed(reps, &dev, || {
+        m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+        Ok(())
+    })?;
+    let (sample, _) = timed(reps, &dev, || {
+        sampler.sample(&logits)?;
+        Ok(())
+    })?;
+    let hidden = m.cfg.hidden_size;
+    let h = Tensor::zeros((b, 1, hidden), m.dtype, &dev)?;
+    let a = Tensor::zeros((b, 1, m.cfg.intermediate_size), m.dtype, &dev)?;
+    let bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as f64;
+    // Each matrix product of the layers (all layers) and the output head, alone.
+    let mut products = serde_json::Map::new();
+    let mut matmuls = 0.0;
+    type Pick = fn(&wattbench_engine::model::Layer) -> Option<&Tensor>;
+    let kinds: [(&str, Pick, bool); 4] = [
+        (
+            "qkv",
+            |l| match &l.qkv {
+                Qkv::Fused(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "o",
+            |l| match &l.wo {
+                Linear::Dense(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "gate_up",
+            |l| match &l.gate_up {
+                GateUp::Fused(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "down",
+            |l| match &l.w_down {
+                Linear::Dense(w) => Some(w),
+                _ => None,
+            },
+            true,
+        ),
+    ];
+    for (kind, pick, wide) in kinds {
+        let ws: Vec<&Tensor> = m.layers.iter().filter_map(pick).collect();
+        let x = if wide { &a } else { &h };
+        let (ms, _) = timed(reps, &dev, || {
+            for w in &ws {
+                Linear::dense(x, w)?;
+            }
+            Ok(())
+        })?;
+        let gb: f64 = ws.iter().map(|w| bytes(w)).sum::<f64>() / 1e9;
+        matmuls += ms;
+        products.insert(
+            kind.into(),
+            serde_json::json!({ "ms": ms, "gb_per_s": gb / ms * 1e3 }),
+        );
+    }
+    if let Linear::Dense(w) = &m.lm_head {
+        let (ms, _) = timed(reps, &dev, || {
+            Linear::dense(&h, w)?;
+            Ok(())
+        })?;
+        matmuls += ms;
+        let gb = bytes(w) / 1e9;
+        products.insert(
+            "lm_head".into(),
+            serde_json::json!({ "ms": ms, "gb_per_s": gb / ms * 1e3 }),
+        );
+    }
+    let (nh, nkv, hd) = (
+        m.cfg.num_attention_heads,
+        m.cfg.kv_heads(),
+        m.cfg.head_dim(),
+    );
+    let q = Tensor::randn(0f32, 1.0, (b, nh, 1, hd), &dev)?.to_dtype(m.dtype)?;
+    let kc = Tensor::randn(0f32, 1.0, (b, nkv, at + 1, hd), &dev)?.to_dtype(m.dtype)?;
+    let vc = Tensor::randn(0f32, 1.0, (b, nkv, at + 1, hd), &dev)?.to_dtype(m.dtype)?;
+    let starts = Tensor::zeros(b, candle_core::DType::U32, &dev)?;
+    let kv_bytes = 2 * m.cfg.num_hidden_layers * b * nkv * (at + 1) * hd * m.dtype.size_in_bytes();
+    let mut attention_ms = serde_json::Map::new();
+    let mut attention = f64::NAN;
+    for unroll in [1u32, 2, 4, 8] {
+        let (ms, _) = timed(reps, &dev, || {
+            for _ in &m.layers {
+                wattbench_engine::cuda::attention::decode_attention_unrolled(
+                    &q, &kc, &vc, &starts, 1.0, unroll,
+                )?;
+            }
+            Ok(())
+        })?;
+        if unroll == wattbench_engine::cuda::attention::UNROLL {
+            attention = ms;
+        }
+        attention_ms.insert(
+            format!("unroll_{unroll}"),
+            serde_json::json!({ "ms": ms, "gb_per_s": kv_bytes as f64 / ms / 1e6 }),
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "profile": name,
+            "kernels": m.kernels(),
+            "batch": b,
+            "cache_column": at,
+            "step_ms": step,
+            "step_host_ms": step_host,
+            "forward_ms": fwd,
+            "forward_host_ms": fwd_host,
+            "sample_ms": sample,
+            "matmuls_ms": matmuls,
+            "matmuls": products,
+            "attention_ms": attention,
+            "attention": attention_ms,
+            "other_ms": fwd - matmuls - attention,
+        })
+    );
+    Ok(())
+}

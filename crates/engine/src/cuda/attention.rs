@@ -1,0 +1,168 @@
+//! Fused decode attention on CUDA: one pass over each sequence's cached keys and values with an
+//! online softmax, for the decode step (one query per sequence).
+//!
+//! Matrix products over the cache would run one matrix–vector product per (sequence, head), a
+//! shape cuBLAS serves poorly, plus a mask addition and a softmax each reading and writing the
+//! scores. Here one block handles one (sequence, query head); each warp walks a share of the keys,
+//! each lane holding `head_dim / 32` dimensions, and the warps' partial softmax states are merged
+//! at the end. Keys before a sequence's first real column (its left padding) are skipped. Scores
+//! and sums are kept in f32; inputs and outputs are bf16. The kernel is compiled once per process
+//! by NVRTC.
+
+use super::{driver, function, with_slice};
+use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use half::bf16;
+
+const SOURCE: &str = include_str!("attention.cu");
+
+const WARPS: u32 = 4;
+
+/// Whether the fused kernel serves this case: CUDA, bf16, head dimension 64 or 128.
+pub fn supported(q: &Tensor, head_dim: usize) -> bool {
+    q.device().is_cuda() && q.dtype() == candle_core::DType::BF16 && matches!(head_dim, 64 | 128)
+}
+
+struct DecodeAttention<'a> {
+    /// First visible key column of each sequence (its left padding), u32 `[B]` on the device.
+    start: &'a Tensor,
+    scale: f32,
+    /// Keys each warp takes at a time.
+    unroll: u32,
+}
+
+impl CustomOp3 for DecodeAttention<'_> {
+    fn name(&self) -> &'static str {
+        "wattbench-decode-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused decode attention runs on CUDA only; this is a bug")
+    }
+
+    fn cuda_fwd(
+        &self,
+        qs: &CudaStorage,
+        ql: &Layout,
+        ks: &CudaStorage,
+        kl: &Layout,
+        vs: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (b, nh, t, hd) = ql.shape().dims4()?;
+        let (kb, nkv, len, khd) = kl.shape().dims4()?;
+        if t != 1 || kb != b || khd != hd || vl.shape() != kl.shape() || vl.stride() != kl.stride()
+        {
+            candle_core::bail!(
+                "decode attention: q {:?} and cache {:?} do not fit",
+                ql.shape(),
+                kl.shape()
+            );
+        }
+        let ks_ = kl.stride();
+        if !ql.is_contiguous() || ks_[3] != 1 || ks_[2] != hd || ks_[0] != nkv * ks_[1] {
+            candle_core::bail!("decode attention: unexpected layouts q {ql:?} k {kl:?}");
+        }
+        if !matches!(hd, 64 | 128) {
+            candle_core::bail!(
+                "fused decode attention supports head dimensions 64 and 128, not {hd}"
+            );
+        }
+        let dev = qs.device.clone();
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{}", self.unroll),
+            SOURCE,
+            &[
+                format!("-DHEAD_DIM={hd}"),
+                format!("-DUNROLL={}", self.unroll),
+            ],
+            "decode_attention",
+        )?;
+        let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
+        let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
+        let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
+        // SAFETY: every element of `y` is written by the kernel before it is read.
+        let mut y = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * hd) })?;
+        let (nh_i, nkv_i, len_i) = (nh as i32, nkv as i32, len as i32);
+        let (k_batch, k_head) = (ks_[0] as i64, ks_[1] as i64);
+        let cfg = LaunchConfig {
+            grid_dim: (nh as u32, b as u32, 1),
+            block_dim: (32 * WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        with_slice::<u32, _>(self.start, |start, _| {
+            let stream = dev.cuda_stream();
+            let mut builder = stream.launch_builder(&func);
+            builder
+                .arg(&q)
+                .arg(&k)
+                .arg(&v)
+                .arg(&mut y)
+                .arg(start)
+                .arg(&nh_i)
+                .arg(&nkv_i)
+                .arg(&k_batch)
+                .arg(&k_head)
+                .arg(&len_i)
+                .arg(&self.scale);
+            // SAFETY: the arguments match the kernel's signature; the grid covers (head,
+            // sequence) and every index stays inside the tensors checked above.
+            driver(unsafe { builder.launch(cfg) }).map(|_| ())
+        })?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev),
+            Shape::from((b, nh, 1, hd)),
+        ))
+    }
+}
+
+/// Keys each warp of the attention kernel takes at a time.
+pub const UNROLL: u32 = 2;
+
+/// Attention of one query per sequence, `q [B, nh, 1, hd]`, over cache views `k`, `v`
+/// `[B, nkv, len, hd]`; sequence `b` sees keys from `start[b]` (u32 `[B]` on the device). Returns
+/// `[B, nh, 1, hd]`.
+pub fn decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: &Tensor,
+    scale: f32,
+) -> Result<Tensor> {
+    decode_attention_unrolled(q, k, v, start, scale, UNROLL)
+}
+
+/// [`decode_attention`] with `unroll` keys per warp at a time (1 to 16), for tuning.
+pub fn decode_attention_unrolled(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: &Tensor,
+    scale: f32,
+    unroll: u32,
+) -> Result<Tensor> {
+    if start.dims() != [q.dim(0)?] || start.dtype() != candle_core::DType::U32 {
+        candle_core::bail!("decode attention: start must be u32 [batch], got {start:?}");
+    }
+    if !(1..=16).contains(&unroll) {
+        candle_core::bail!("decode attention: unroll {unroll} is not in 1..=16");
+    }
+    q.apply_op3_no_bwd(
+        k,
+        v,
+        &DecodeAttention {
+            start,
+            scale,
+            unroll,
+        },
+    )
+}

@@ -1,0 +1,133 @@
+//! The engine's own CUDA kernels, compiled from the `.cu` files beside this one by NVRTC once per
+//! process (no CUDA toolkit is needed where the binary runs, only the driver and NVRTC):
+//! decode attention ([`attention`]), the element-wise work of a layer fused around its matrix
+//! products ([`layer`]), and temperature/top-p sampling in one kernel ([`sample`]).
+//!
+//! They serve bf16 models on CUDA; everything else runs on candle's own operations. Setting
+//! `WATTBENCH_KERNELS=candle` turns them all off, for comparisons.
+//!
+//! [`prepare`] also gives cuBLAS a workspace (`WATTBENCH_CUBLAS_WORKSPACE_MB`, default 32; 0
+//! leaves cuBLAS's own), which lets it split the inner dimension of the skinny matrix products of
+//! decode steps over more thread blocks.
+
+pub mod attention;
+pub mod layer;
+pub mod sample;
+
+use candle_core::cuda::{CudaDevice, WrapErr};
+use candle_core::{Result, Storage, Tensor};
+use cudarc::driver::CudaFunction;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+const COMMON: &str = include_str!("common.cuh");
+
+/// Whether the engine's kernels are on (`WATTBENCH_KERNELS` is not `candle`).
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WATTBENCH_KERNELS").map_or(true, |v| v != "candle"))
+}
+
+/// Sets up a new CUDA device for the engine: no cross-stream events (the engine runs every
+/// operation of a device on its one stream), and a cuBLAS workspace.
+pub fn prepare(dev: &CudaDevice) -> Result<()> {
+    // SAFETY: every tensor of this device is used on the device's one stream only.
+    unsafe { dev.disable_event_tracking() };
+    let mb: usize = match std::env::var("WATTBENCH_CUBLAS_WORKSPACE_MB") {
+        Ok(v) => v.parse().map_err(|_| {
+            candle_core::Error::Msg(format!(
+                "WATTBENCH_CUBLAS_WORKSPACE_MB={v} is not a number of MiB (0 keeps cuBLAS's own)"
+            ))
+        })?,
+        Err(_) => 32,
+    };
+    if mb > 0 {
+        use cudarc::driver::DevicePtrMut;
+        let stream = dev.cuda_stream();
+        let mut ws = driver(stream.alloc_zeros::<u8>(mb << 20))?;
+        let (ptr, _guard) = ws.device_ptr_mut(&stream);
+        let blas = dev.cublas_handle();
+        // SAFETY: the workspace is valid device memory of the stated size on the handle's
+        // stream, and it is never freed (leaked below) while the handle lives.
+        let status = unsafe {
+            cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut _, mb << 20)
+        };
+        drop(_guard);
+        std::mem::forget(ws);
+        if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            candle_core::bail!("setting a cuBLAS workspace of {mb} MiB: {status:?}");
+        }
+    }
+    Ok(())
+}
+
+/// Kernel `name` of the module `module` (source `source` with `defines`) on `dev`'s GPU:
+/// compiled on first use in the process, loaded on first use on each GPU.
+pub(crate) fn function(
+    dev: &CudaDevice,
+    module: &str,
+    source: &str,
+    defines: &[String],
+    name: &str,
+) -> Result<CudaFunction> {
+    type Key = (String, String, usize);
+    static PTX: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    static FUNCS: OnceLock<Mutex<HashMap<Key, CudaFunction>>> = OnceLock::new();
+    let stream = dev.cuda_stream();
+    let ctx = stream.context();
+    let key = (module.to_string(), name.to_string(), ctx.ordinal());
+    let funcs = FUNCS.get_or_init(Default::default);
+    if let Some(f) = funcs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(f.clone());
+    }
+    let ptx = {
+        let mut cache = PTX
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !cache.contains_key(module) {
+            let opts = cudarc::nvrtc::CompileOptions {
+                options: defines.to_vec(),
+                arch: Some("compute_80"),
+                ..Default::default()
+            };
+            let src = format!("{COMMON}\n{source}");
+            let p = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| {
+                candle_core::Error::Msg(format!("compiling the {module} kernels: {e}"))
+            })?;
+            cache.insert(module.to_string(), p.to_src());
+        }
+        cache[module].clone()
+    };
+    let f = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
+        .w()?
+        .load_function(name)
+        .w()?;
+    funcs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, f.clone());
+    Ok(f)
+}
+
+/// Runs `f` with the device slice of `t` (from its first element) and its CUDA device.
+pub(crate) fn with_slice<T: candle_core::cuda::CudaDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&cudarc::driver::CudaView<'_, T>, &CudaDevice) -> Result<R>,
+) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cuda(s) = &*storage else {
+        candle_core::bail!("a CUDA kernel was given a tensor that is not on a CUDA device")
+    };
+    if !layout.is_contiguous() {
+        candle_core::bail!("a CUDA kernel was given a non-contiguous tensor {layout:?}")
+    }
+    let view = s.as_cuda_slice::<T>()?.slice(layout.start_offset()..);
+    f(&view, &s.device)
+}
+
+/// A driver error as a candle error.
+pub(crate) fn driver<T>(r: std::result::Result<T, cudarc::driver::DriverError>) -> Result<T> {
+    r.w()
+}

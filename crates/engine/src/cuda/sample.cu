@@ -1,0 +1,69 @@
+// Temperature and top-p sampling, one block per row of f32 logits [B, V].
+//
+// The top-p threshold is found by bisection over probabilities (as the tensor version does), then
+// a token is drawn from the kept set by Gumbel-max. The noise of (seed, step, row, column) comes
+// from a SplitMix64 hash, so a seed gives the same tokens on every run.
+
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+#define BISECTION_STEPS 20
+
+extern "C" __global__ void sample_top_p(
+    const float* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,
+    float top_p, unsigned long long seed, unsigned long long step)
+{
+    __shared__ float red[32];
+    __shared__ float best_v[32];
+    __shared__ int best_i[32];
+    const long long row = blockIdx.x;
+    const float* lp = logits + row * V;
+    float m = NEG_INF;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, lp[i] * inv_t);
+    m = block_max(m, red);
+    float s = 0.f;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(lp[i] * inv_t - m);
+    s = block_sum(s, red);
+    const float inv_s = 1.f / s;
+    float lo = 0.f, hi = inv_s;
+    if (top_p < 1.f) {
+        for (int it = 0; it < BISECTION_STEPS; it++) {
+            const float mid = 0.5f * (lo + hi);
+            float mass = 0.f;
+            for (int i = threadIdx.x; i < V; i += blockDim.x) {
+                const float p = expf(lp[i] * inv_t - m) * inv_s;
+                if (p >= mid) mass += p;
+            }
+            mass = block_sum(mass, red);
+            if (mass >= top_p) lo = mid; else hi = mid;
+        }
+    }
+    const unsigned long long key = mix64(seed ^ mix64(step ^ mix64((unsigned long long)row)));
+    float bv = NEG_INF;
+    int bi = 0x7fffffff;
+    for (int i = threadIdx.x; i < V; i += blockDim.x) {
+        const float z = lp[i] * inv_t;
+        if (top_p < 1.f && expf(z - m) * inv_s < lo) continue;
+        const unsigned long long h = mix64(key ^ (unsigned long long)i);
+        const float u = ((float)(h >> 41) + 0.5f) * (1.f / 8388608.f);  // (0, 1)
+        const float score = z - logf(-logf(u));
+        if (score > bv) { bv = score; bi = i; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        const int oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    }
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) { best_v[warp] = bv; best_i[warp] = bi; }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < (int)(blockDim.x / 32); w++)
+            if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) { bv = best_v[w]; bi = best_i[w]; }
+        out[row] = bi == 0x7fffffff ? 0 : bi;
+    }
+}
