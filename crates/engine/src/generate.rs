@@ -136,7 +136,7 @@ pub fn generate(
                     memory_bytes.or_else(|| crate::device::memory_bytes(&m.device)),
                 )
                 .min(b.saturating_sub(1).max(1)),
-                message: e.to_string(),
+                message: e.to_string().lines().next().unwrap_or("").to_string(),
             }
         } else {
             EngineError::Candle(e)

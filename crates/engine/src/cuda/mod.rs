@@ -5,10 +5,6 @@
 //!
 //! They serve bf16 models on CUDA; everything else runs on candle's own operations. Setting
 //! `WATTBENCH_KERNELS=candle` turns them all off, for comparisons.
-//!
-//! [`prepare`] also gives cuBLAS a workspace (`WATTBENCH_CUBLAS_WORKSPACE_MB`, default 32; 0
-//! leaves cuBLAS's own), which lets it split the inner dimension of the skinny matrix products of
-//! decode steps over more thread blocks.
 
 pub mod attention;
 pub mod layer;
@@ -28,36 +24,12 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("WATTBENCH_KERNELS").map_or(true, |v| v != "candle"))
 }
 
-/// Sets up a new CUDA device for the engine: no cross-stream events (the engine runs every
-/// operation of a device on its one stream), and a cuBLAS workspace.
+/// Sets up a new CUDA device for the engine: no cross-stream events, which would cost two event
+/// creations per allocation.
 pub fn prepare(dev: &CudaDevice) -> Result<()> {
-    // SAFETY: every tensor of this device is used on the device's one stream only.
+    // SAFETY: the engine runs every operation of a device on the device's one stream, so no
+    // tensor is used on another stream.
     unsafe { dev.disable_event_tracking() };
-    let mb: usize = match std::env::var("WATTBENCH_CUBLAS_WORKSPACE_MB") {
-        Ok(v) => v.parse().map_err(|_| {
-            candle_core::Error::Msg(format!(
-                "WATTBENCH_CUBLAS_WORKSPACE_MB={v} is not a number of MiB (0 keeps cuBLAS's own)"
-            ))
-        })?,
-        Err(_) => 32,
-    };
-    if mb > 0 {
-        use cudarc::driver::DevicePtrMut;
-        let stream = dev.cuda_stream();
-        let mut ws = driver(stream.alloc_zeros::<u8>(mb << 20))?;
-        let (ptr, _guard) = ws.device_ptr_mut(&stream);
-        let blas = dev.cublas_handle();
-        // SAFETY: the workspace is valid device memory of the stated size on the handle's
-        // stream, and it is never freed (leaked below) while the handle lives.
-        let status = unsafe {
-            cudarc::cublas::sys::cublasSetWorkspace_v2(*blas.handle(), ptr as *mut _, mb << 20)
-        };
-        drop(_guard);
-        std::mem::forget(ws);
-        if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            candle_core::bail!("setting a cuBLAS workspace of {mb} MiB: {status:?}");
-        }
-    }
     Ok(())
 }
 
