@@ -33,6 +33,9 @@ pub enum Command {
     Datasets(DatasetsArgs),
     /// Generate from one prompt, streamed, with tokens per second and joules
     Generate(GenerateArgs),
+    /// Benchmark one configuration: batches of prompts, energy per batch, the paper's figures.
+    /// Without --model: a small complete benchmark on this machine, with bundled data
+    Run(RunArgs),
 }
 
 /// The embedded engine's model and device.
@@ -107,6 +110,71 @@ pub struct SensorArgs {
     /// Time between samples, from 10ms to 10s
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_interval)]
     pub interval: Duration,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputLengths {
+    /// Every request may generate --max-new-tokens
+    Max,
+    /// Each request generates as many tokens as its reference answer has (capped by --max-new-tokens)
+    Reference,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model, as for `generate` [default: a small synthetic model: tiny on the CPU, smollm2-135m on a GPU]
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Device: auto (the first GPU when built with CUDA and one is present, else the CPU), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Weight and activation type: auto (bf16 on GPUs, f32 on the CPU), bf16, f16 or f32
+    #[arg(long, default_value = "auto")]
+    pub dtype: String,
+    /// Seed of synthetic weights
+    #[arg(long, default_value_t = 0)]
+    pub weights_seed: u64,
+    /// Dataset: alpaca, gsm8k, sharegpt (each optionally :PATH), jsonl:PATH, csv:PATH, hf:ORG/NAME, synthetic:in=N,out=M
+    #[arg(long, default_value = "gsm8k")]
+    pub dataset: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Prompts drawn from the dataset [default: 4096; 64 without --model]
+    #[arg(long, value_name = "N")]
+    pub num_prompts: Option<usize>,
+    /// Draw prompts with replacement (to draw more than the dataset has)
+    #[arg(long)]
+    pub with_replacement: bool,
+    /// Prompts per batch [default: 64; 16 without --model]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Most tokens each response may have [default: 256; 32 without --model]
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<u32>,
+    /// How long each response may be
+    #[arg(long, value_enum, default_value = "max")]
+    pub output_lengths: OutputLengths,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Send prompts as they are, without the model's chat template
+    #[arg(long)]
+    pub raw: bool,
+    /// Untimed batches before the timed ones, with the same shapes
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub warmup: usize,
+    /// Times to run the whole configuration; figures are means with 95% confidence intervals [default: 1; 3 without --model]
+    #[arg(long, value_name = "N")]
+    pub repeats: Option<usize>,
+    /// Score GSM8K answers (exact match of the final number) and report joules per correct answer
+    #[arg(long)]
+    pub score: bool,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sensor: SensorArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 #[derive(Args, Debug)]

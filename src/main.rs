@@ -6,6 +6,7 @@ mod engine;
 mod meters;
 mod prompts;
 mod provenance;
+mod runner;
 mod ui;
 
 use clap::Parser;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         cli::Command::Export(args) => commands::export::run(args),
         cli::Command::Datasets(args) => commands::datasets::run(args),
         cli::Command::Generate(args) => commands::generate::run(args),
+        cli::Command::Run(args) => commands::run::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,4 +6,5 @@ mod export;
 mod generate;
 mod measure;
 mod monitor;
+mod run;
 mod util;

@@ -6,3 +6,4 @@ pub mod export;
 pub mod generate;
 pub mod measure;
 pub mod monitor;
+pub mod run;

@@ -4,6 +4,8 @@
 
 pub mod device;
 pub mod record;
+pub mod run;
+pub mod stats;
 pub mod summary;
 pub mod timeline;
 pub mod units;
@@ -12,6 +14,8 @@ pub mod window;
 
 pub use device::{Capabilities, DeviceInfo, DeviceKind, PowerLimits};
 pub use record::{DeviceResult, Measurement, Provenance, SamplerStats, SCHEMA_NAME};
+pub use run::{BatchRecord, DeviceUse, RequestRecord, RunConfig, RunMetrics, RunRecord, RunStatus};
+pub use stats::{mean_ci, Stat};
 pub use summary::{summarize, Summary};
 pub use timeline::{DeviceSeries, Point, Reading, Timeline};
 pub use units::{Joules, Seconds, Watts};

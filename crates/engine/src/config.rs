@@ -49,7 +49,7 @@ fn default_max_pos() -> usize {
 /// The synthetic presets: name, (hidden, ffn, layers, heads, kv heads, vocab, rope theta, eps, context).
 type Shape = (usize, usize, usize, usize, usize, usize, f64, f64, usize);
 pub const PRESETS: &[(&str, Shape)] = &[
-    ("tiny", (64, 128, 2, 4, 2, 512, 10_000.0, 1e-5, 512)),
+    ("tiny", (64, 128, 2, 4, 2, 512, 10_000.0, 1e-5, 2048)),
     (
         "smollm2-135m",
         (576, 1536, 30, 9, 3, 49_152, 100_000.0, 1e-5, 8192),

@@ -158,7 +158,7 @@ fn bad_models_and_prompts_are_explained() {
 
     let m = load("synthetic:tiny").unwrap();
     let long = Request {
-        prompt: vec![1; 500],
+        prompt: vec![1; 2000],
         max_new_tokens: 100,
     };
     let params = GenerationParams {
@@ -172,7 +172,7 @@ fn bad_models_and_prompts_are_explained() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("500 tokens") && e.contains("context of 512"),
+        e.contains("2000 tokens") && e.contains("context of 2048"),
         "{e}"
     );
     let bad = Request {

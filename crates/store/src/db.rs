@@ -4,7 +4,7 @@ use crate::error::StoreError;
 use crate::migrate::{migrate, SCHEMA_VERSION};
 use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
-use wattbench_core::Measurement;
+use wattbench_core::{Measurement, RunRecord};
 
 /// Environment variable naming the database when `--db` is not given.
 pub const DB_ENV: &str = "WATTBENCH_DB";
@@ -94,6 +94,26 @@ impl Store {
     /// Every stored measurement in id order; timelines only when `with_timeline`.
     pub fn measurements(&self, with_timeline: bool) -> Result<Vec<Measurement>, StoreError> {
         crate::measurement::load_all(self, with_timeline)
+    }
+
+    /// Stores a run with its energy window (devices and timeline), batches and requests in one
+    /// transaction, committed before returning. Returns the run's id and its window's.
+    pub fn insert_run(
+        &mut self,
+        run: &RunRecord,
+        window: Option<&Measurement>,
+    ) -> Result<(i64, Option<i64>), StoreError> {
+        crate::run::insert(self, run, window)
+    }
+
+    /// Every stored run in id order, with its batches; with its requests when `with_requests`.
+    pub fn runs(&self, with_requests: bool) -> Result<Vec<RunRecord>, StoreError> {
+        crate::run::load_all(self, with_requests)
+    }
+
+    /// `(key, repeat)` of the runs that need no rerun (complete or infeasible), for resuming.
+    pub fn finished_runs(&self) -> Result<std::collections::HashSet<(String, usize)>, StoreError> {
+        crate::run::finished(self)
     }
 
     pub(crate) fn sql_err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {

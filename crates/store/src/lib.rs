@@ -6,6 +6,7 @@ pub mod error;
 pub mod export;
 mod measurement;
 mod migrate;
+mod run;
 
 pub use db::{Store, DB_ENV};
 pub use error::StoreError;

@@ -14,11 +14,26 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 pub(crate) fn insert(store: &mut Store, m: &Measurement) -> Result<i64, StoreError> {
     let path = store.path.clone();
-    let err = move |source| StoreError::Sql {
+    let tx = store.conn.transaction().map_err(|source| StoreError::Sql {
         path: path.clone(),
         source,
+    })?;
+    let id = insert_in(&tx, &path, m)?;
+    tx.commit()
+        .map_err(|source| StoreError::Sql { path, source })?;
+    Ok(id)
+}
+
+/// Inserts a measurement inside the caller's transaction.
+pub(crate) fn insert_in(
+    tx: &rusqlite::Transaction<'_>,
+    path: &std::path::Path,
+    m: &Measurement,
+) -> Result<i64, StoreError> {
+    let err = move |source| StoreError::Sql {
+        path: path.to_path_buf(),
+        source,
     };
-    let tx = store.conn.transaction().map_err(&err)?;
     tx.execute(
         "INSERT INTO measurements (started_at, finished_at, started_unix_s, wall_s, command_json, exit_code,
             energy_j, avg_power_w, peak_power_w, idle_power_w, net_energy_j, window_start_s, sampler_json,
@@ -123,7 +138,6 @@ pub(crate) fn insert(store: &mut Store, m: &Measurement) -> Result<i64, StoreErr
             }
         }
     }
-    tx.commit().map_err(&err)?;
     Ok(id)
 }
 

@@ -9,7 +9,10 @@ use std::path::Path;
 /// `application_id` of wattbench databases ("WATT").
 pub const APPLICATION_ID: i32 = 0x5741_5454;
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_measurements.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_measurements.sql"),
+    include_str!("migrations/0002_runs.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -174,3 +174,131 @@ fn csv_export_has_one_row_per_device_and_empty_cells_for_nulls() {
     export::write_timeline_csv(&[m], &mut tl).unwrap();
     assert_eq!(String::from_utf8(tl).unwrap().lines().count(), 12);
 }
+
+fn run_record(status: RunStatus) -> RunRecord {
+    let config = RunConfig {
+        model: "synthetic:tiny".into(),
+        dataset: "gsm8k".into(),
+        split: None,
+        num_prompts: 3,
+        batch_size: 2,
+        max_new_tokens: 4,
+        output_lengths: "max".into(),
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: 0,
+        ignore_eos: true,
+        device: "cpu".into(),
+        dtype: "f32".into(),
+        weights_seed: 0,
+        tokenizer: "bytes".into(),
+        chat_template: false,
+        warmup_batches: 1,
+        repeats: 1,
+        sensors: vec!["fake:300".into()],
+        interval_s: 0.1,
+    };
+    let request = |batch, position, words, text: Option<&str>| RequestRecord {
+        batch,
+        position,
+        dataset_index: 10 + position,
+        input_tokens: 7,
+        output_tokens: 4,
+        words,
+        finish: "length".into(),
+        energy_j: Some(50.0),
+        latency_s: 0.5,
+        output_text: text.map(String::from),
+        correct: text.map(|t| t.contains('7')),
+    };
+    RunRecord {
+        id: None,
+        key: config.key(),
+        sweep: Some("s1".into()),
+        repeat: 0,
+        status,
+        reason: (status != RunStatus::Complete).then(|| "batch 1: out of memory".into()),
+        config,
+        measurement_id: None,
+        started_at: "2026-11-26T15:00:00.000Z".into(),
+        wall_s: 1.0,
+        warmup_s: 0.3,
+        harness_s: 0.001,
+        energy_j: Some(300.0),
+        notes: vec!["a note".into()],
+        batches: vec![BatchRecord {
+            index: 0,
+            start_s: 0.0,
+            wall_s: 0.5,
+            prefill_s: 0.1,
+            decode_s: 0.4,
+            prompts: 2,
+            padded_prompt_len: 7,
+            input_tokens: 14,
+            output_tokens: 8,
+            energy_j: Some(150.0),
+            avg_power_w: None,
+        }],
+        requests: vec![
+            request(0, 0, Some(3), Some("so 7")),
+            request(0, 1, None, None),
+        ],
+    }
+}
+
+#[test]
+fn a_run_round_trips_with_its_window_batches_and_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let mut store = Store::open(&path).unwrap();
+    let run = run_record(RunStatus::Complete);
+    let (id, mid) = store.insert_run(&run, Some(&measurement(300.0))).unwrap();
+    let (id2, none) = store
+        .insert_run(&run_record(RunStatus::Infeasible), None)
+        .unwrap();
+    assert!(mid.is_some() && none.is_none() && id2 > id);
+    drop(store);
+    let store = Store::open_existing(&path).unwrap();
+    let back = store.runs(true).unwrap();
+    let mut expected = run.clone();
+    expected.id = Some(id);
+    expected.measurement_id = mid;
+    assert_eq!(back[0], expected);
+    assert_eq!(back[1].status, RunStatus::Infeasible);
+    assert!(store.runs(false).unwrap()[0].requests.is_empty());
+    assert_eq!(store.measurements(false).unwrap()[0].id, mid);
+    let finished = store.finished_runs().unwrap();
+    assert!(finished.contains(&(run.key.clone(), 0)));
+    // A failed run is not finished: a resumed sweep runs it again.
+    let mut store = Store::open(&path).unwrap();
+    let mut failed = run_record(RunStatus::Failed);
+    failed.repeat = 1;
+    store.insert_run(&failed, None).unwrap();
+    assert!(!store.finished_runs().unwrap().contains(&(run.key, 1)));
+}
+
+#[test]
+fn a_schema_1_database_gains_the_run_tables_and_keeps_its_measurements() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let mut store = Store::open(&path).unwrap();
+    store.insert_measurement(&measurement(200.0)).unwrap();
+    drop(store);
+    // As a schema-1 wattbench left it: no run tables, version 1.
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP TABLE requests; DROP TABLE batches; DROP TABLE runs; PRAGMA user_version = 1;",
+    )
+    .unwrap();
+    drop(conn);
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.measurements(false).unwrap().len(), 1);
+    store
+        .insert_run(&run_record(RunStatus::Complete), None)
+        .unwrap();
+    let v: u32 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}

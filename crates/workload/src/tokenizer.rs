@@ -14,6 +14,9 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 /// The pre-tokenizer regex of LLaMA-3-style byte-level BPE (`tokenizer.ggml.pre = llama-bpe`).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// Source name of [`Tokenizer::bytes`].
+pub const BYTES: &str = "bytes";
+
 /// A model's tokenizer.
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
@@ -45,8 +48,12 @@ fn tok_err(source: &str, e: impl std::fmt::Display) -> WorkloadError {
 }
 
 impl Tokenizer {
-    /// Loads `gguf:PATH`, a `.gguf` file, a `tokenizer.json`, or a model directory holding one.
+    /// Loads `bytes` (the built-in byte tokenizer), `gguf:PATH`, a `.gguf` file, a
+    /// `tokenizer.json`, or a model directory holding one.
     pub fn load(spec: &str) -> Result<Tokenizer, WorkloadError> {
+        if spec == BYTES {
+            return Ok(Self::bytes());
+        }
         let path = PathBuf::from(spec.strip_prefix("gguf:").unwrap_or(spec));
         if !path.exists() {
             return Err(tok_err(
@@ -61,6 +68,52 @@ impl Tokenizer {
             return Self::from_json(&path.join("tokenizer.json"));
         }
         Self::from_json(&path)
+    }
+
+    /// The built-in byte tokenizer: every UTF-8 byte is one token (ids 3..=258), after `<pad>` (0),
+    /// `<s>` (1, added before prompts) and `</s>` (2, end of sequence). It needs no file, so models
+    /// without a tokenizer of their own (synthetic weights) can run on text datasets anywhere; its
+    /// token counts are byte counts, about four times those of a BPE tokenizer on English text.
+    pub fn bytes() -> Tokenizer {
+        // GPT-2's printable stand-ins for bytes, as byte-level BPE vocabularies spell them.
+        let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || b >= 174;
+        let mut extra = 0;
+        let mut vocab: tokenizers::models::bpe::Vocab = [("<pad>", 0), ("<s>", 1), ("</s>", 2)]
+            .into_iter()
+            .map(|(t, i)| (t.to_string(), i))
+            .collect();
+        for b in 0u32..256 {
+            let c = if printable(b) {
+                b
+            } else {
+                extra += 1;
+                255 + extra
+            };
+            let c = char::from_u32(c).expect("byte stand-ins are valid characters");
+            vocab.insert(c.to_string(), 3 + b);
+        }
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, vec![])
+            .build()
+            .expect("the byte vocabulary is a valid BPE model");
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(ByteLevel::new(false, true, false)));
+        inner.with_decoder(Some(ByteLevel::default()));
+        inner.add_special_tokens(&[
+            AddedToken::from("<pad>", true),
+            AddedToken::from("<s>", true),
+            AddedToken::from("</s>", true),
+        ]);
+        Tokenizer {
+            inner,
+            source: BYTES.to_string(),
+            chat_template: None,
+            bos: Some("<s>".into()),
+            eos: Some("</s>".into()),
+            eos_id: Some(2),
+            add_bos: true,
+            bos_id: Some(1),
+        }
     }
 
     /// A Hugging Face `tokenizer.json`; the chat template and special tokens come from the

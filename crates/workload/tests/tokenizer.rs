@@ -265,3 +265,22 @@ fn tokenizer_json_with_its_config_and_chat_template() {
     let round = "naïve 😀 text\twith\nbytes";
     assert_eq!(tok.decode(&tok.encode(round).unwrap()).unwrap(), round);
 }
+
+#[test]
+fn the_byte_tokenizer_round_trips_any_text_one_token_per_byte() {
+    let t = Tokenizer::load("bytes").unwrap();
+    let text = "Natalia sold 48 clips — in April, ¿sí? \n\t😀";
+    let ids = t.encode(text).unwrap();
+    assert_eq!(ids.len(), text.len(), "one token per UTF-8 byte");
+    assert_eq!(ids[0], 3 + u32::from(b'N'));
+    assert!(ids.iter().all(|&i| (3..259).contains(&i)));
+    assert_eq!(t.decode_text(&ids).unwrap(), text);
+    assert_eq!((t.bos_id, t.eos_id, t.add_bos), (Some(1), Some(2), true));
+    assert!(t.is_special(2) && !t.is_special(3 + u32::from(b'a')));
+    assert_eq!(
+        t.decode_text(&[1, 3 + u32::from(b'h'), 3 + u32::from(b'i'), 2])
+            .unwrap(),
+        "hi"
+    );
+    assert_eq!(t.vocab_size(), 259);
+}
