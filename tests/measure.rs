@@ -295,6 +295,10 @@ fn a_database_from_a_newer_wattbench_is_refused() {
             .success()
     );
     let db = dir.path().join("wattbench.db");
+    let version: u32 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
     rusqlite::Connection::open(&db)
         .unwrap()
         .execute_batch("PRAGMA user_version = 99")
@@ -306,7 +310,7 @@ fn a_database_from_a_newer_wattbench_is_refused() {
     assert!(stderr(&o).contains("newer wattbench"), "{}", stderr(&o));
     rusqlite::Connection::open(&db)
         .unwrap()
-        .execute_batch("PRAGMA user_version = 1")
+        .execute_batch(&format!("PRAGMA user_version = {version}"))
         .unwrap();
     let o = run_in(dir.path(), &["export", "--format", "json"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

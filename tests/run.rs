@@ -178,11 +178,14 @@ fn bad_run_flags_name_the_flag_and_the_fix() {
         let e = stderr(&o);
         assert!(e.contains(want), "{args:?}: {want:?} missing from {e}");
     }
-    // Nothing was measured, so nothing was stored.
+    // Nothing was measured, so nothing was stored, but for the configuration that cannot fit
+    // the model's context: it is recorded as infeasible, as sweeps show such points.
     let db = dir.path().join("wattbench.db");
-    if db.exists() {
-        assert_eq!(count(&db, "SELECT count(*) FROM runs"), 0);
-    }
+    assert_eq!(count(&db, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM runs WHERE status = 'infeasible' AND reason LIKE '%context of 2048%'"),
+        1
+    );
 }
 
 #[test]

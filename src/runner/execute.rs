@@ -102,26 +102,31 @@ pub fn warm_up(ctx: &Context<'_>) -> Result<f64, EngineError> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// The record of a configuration that cannot run here (it failed in its warm-up).
-pub fn infeasible_record(ctx: &Context<'_>, reason: String) -> RunRecord {
+/// The record of a configuration that cannot run here, with no batch measured.
+pub fn infeasible_record(
+    config: &RunConfig,
+    sweep: Option<String>,
+    reason: String,
+    notes: Vec<String>,
+) -> RunRecord {
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     RunRecord {
         id: None,
-        key: ctx.config.key(),
-        sweep: ctx.sweep.clone(),
+        key: config.key(),
+        sweep,
         repeat: 0,
         status: RunStatus::Infeasible,
-        reason: Some(format!("warm-up: {reason}")),
-        config: ctx.config.clone(),
+        reason: Some(reason),
+        config: config.clone(),
         measurement_id: None,
         started_at: rfc3339(now),
         wall_s: 0.0,
         warmup_s: 0.0,
         harness_s: 0.0,
         energy_j: None,
-        notes: ctx.plan.notes.clone(),
+        notes,
         batches: Vec::new(),
         requests: Vec::new(),
     }

@@ -8,4 +8,5 @@
 pub mod execute;
 pub mod plan;
 pub mod progress;
+pub mod session;
 pub mod summary;

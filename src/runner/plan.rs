@@ -4,6 +4,11 @@ use anyhow::bail;
 use wattbench_core::RunConfig;
 use wattbench_workload::{Dataset, Tokenizer};
 
+/// A prompt and its generation do not fit the model's context: the configuration is infeasible.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TooLong(pub String);
+
 /// One prompt, tokenized, with what it may generate.
 #[derive(Debug, Clone)]
 pub struct PlannedRequest {
@@ -103,14 +108,15 @@ pub fn plan(
             _ => cfg.max_new_tokens,
         };
         if ids.len() + max_new as usize > limits.context {
-            bail!(
+            return Err(TooLong(format!(
                 "prompt {} of {} has {} tokens and may generate {max_new}, more than the model's context of {}; \
                  lower --max-new-tokens or pick a model with a longer context",
                 r.index,
                 ds.name,
                 ids.len(),
                 limits.context
-            );
+            ))
+            .into());
         }
         requests.push(PlannedRequest {
             dataset_index: r.index,
