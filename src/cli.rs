@@ -36,6 +36,8 @@ pub enum Command {
     /// Benchmark one configuration: batches of prompts, energy per batch, the paper's figures.
     /// Without --model: a small complete benchmark on this machine, with bundled data
     Run(RunArgs),
+    /// Benchmark the cross product of models, datasets, batch sizes and lengths; resumable
+    Sweep(SweepArgs),
 }
 
 /// The embedded engine's model and device.
@@ -120,11 +122,9 @@ pub enum OutputLengths {
     Reference,
 }
 
+/// What runs and sweeps share: device, data, sampling, warm-up, sensors, database, output.
 #[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Model, as for `generate` [default: a small synthetic model: tiny on the CPU, smollm2-135m on a GPU]
-    #[arg(long, value_name = "MODEL")]
-    pub model: Option<String>,
+pub struct RunSettings {
     /// Device: auto (the first GPU when built with CUDA and one is present, else the CPU), cpu, cuda or cuda:N
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -134,23 +134,11 @@ pub struct RunArgs {
     /// Seed of synthetic weights
     #[arg(long, default_value_t = 0)]
     pub weights_seed: u64,
-    /// Dataset: alpaca, gsm8k, sharegpt (each optionally :PATH), jsonl:PATH, csv:PATH, hf:ORG/NAME, synthetic:in=N,out=M
-    #[arg(long, default_value = "gsm8k")]
-    pub dataset: String,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Prompts drawn from the dataset [default: 4096; 64 without --model]
-    #[arg(long, value_name = "N")]
-    pub num_prompts: Option<usize>,
     /// Draw prompts with replacement (to draw more than the dataset has)
     #[arg(long)]
     pub with_replacement: bool,
-    /// Prompts per batch [default: 64; 16 without --model]
-    #[arg(long, value_name = "N")]
-    pub batch_size: Option<usize>,
-    /// Most tokens each response may have [default: 256; 32 without --model]
-    #[arg(long, value_name = "N")]
-    pub max_new_tokens: Option<u32>,
     /// How long each response may be
     #[arg(long, value_enum, default_value = "max")]
     pub output_lengths: OutputLengths,
@@ -162,9 +150,6 @@ pub struct RunArgs {
     /// Untimed batches before the timed ones, with the same shapes
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub warmup: usize,
-    /// Times to run the whole configuration; figures are means with 95% confidence intervals [default: 1; 3 without --model]
-    #[arg(long, value_name = "N")]
-    pub repeats: Option<usize>,
     /// Score GSM8K answers (exact match of the final number) and report joules per correct answer
     #[arg(long)]
     pub score: bool,
@@ -175,6 +160,73 @@ pub struct RunArgs {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub db: DbArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Model, as for `generate` [default: a small synthetic model: tiny on the CPU, smollm2-135m on a GPU]
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+    /// Dataset: alpaca, gsm8k, sharegpt (each optionally :PATH), jsonl:PATH, csv:PATH, hf:ORG/NAME, synthetic:in=N,out=M
+    #[arg(long, default_value = "gsm8k")]
+    pub dataset: String,
+    /// Prompts drawn from the dataset [default: 4096; 64 without --model]
+    #[arg(long, value_name = "N")]
+    pub num_prompts: Option<usize>,
+    /// Prompts per batch [default: 64; 16 without --model]
+    #[arg(long, value_name = "N")]
+    pub batch_size: Option<usize>,
+    /// Most tokens each response may have [default: 256; 32 without --model]
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<u32>,
+    /// Times to run the whole configuration; figures are means with 95% confidence intervals [default: 1; 3 without --model]
+    #[arg(long, value_name = "N")]
+    pub repeats: Option<usize>,
+    #[command(flatten)]
+    pub settings: RunSettings,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The paper's grid: LLaMA 7B, 13B and 65B shapes × Alpaca, GSM8K × batch 64, 128, 256, 512 ×
+    /// 256, 512, 1024 new tokens, 4,096 prompts; models larger than the GPU are recorded as infeasible
+    WordsToWatts,
+}
+
+#[derive(Args, Debug)]
+pub struct SweepArgs {
+    /// A TOML file of lists and settings (model, dataset, batch_size, max_new_tokens, num_prompts, repeats, name)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A built-in grid
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Models, comma-separated
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub model: Vec<String>,
+    /// Datasets, comma-separated [default: gsm8k]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub dataset: Vec<String>,
+    /// Batch sizes, comma-separated [default: 64]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub batch_size: Vec<usize>,
+    /// Maximum generation lengths, comma-separated [default: 256]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub max_new_tokens: Vec<u32>,
+    /// Prompts drawn from each dataset [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub num_prompts: Option<usize>,
+    /// Repeats of every point [default: 1]
+    #[arg(long, value_name = "N")]
+    pub repeats: Option<usize>,
+    /// Instead of measuring, find the largest batch that fits for each model, dataset and length
+    #[arg(long)]
+    pub find_max_batch: bool,
+    /// Name of the sweep in the database [default: from its grid]
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub settings: RunSettings,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,7 @@ fn main() -> ExitCode {
         cli::Command::Datasets(args) => commands::datasets::run(args),
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Run(args) => commands::run::run(args),
+        cli::Command::Sweep(args) => commands::sweep::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,4 +7,5 @@ mod generate;
 mod measure;
 mod monitor;
 mod run;
+mod sweep;
 mod util;

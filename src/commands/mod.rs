@@ -7,3 +7,4 @@ pub mod generate;
 pub mod measure;
 pub mod monitor;
 pub mod run;
+pub mod sweep;

@@ -6,7 +6,10 @@
 //! [`progress`] draws the live status line.
 
 pub mod execute;
+pub mod grid;
+pub mod maxbatch;
 pub mod plan;
 pub mod progress;
 pub mod session;
+pub mod setup;
 pub mod summary;

@@ -125,6 +125,7 @@ pub fn plan(
             reference: r.reference.clone(),
         });
     }
+    notes.push(format!("tokenizer: {}", tok.source));
     if tok.source == wattbench_workload::tokenizer::BYTES {
         notes.push(
             "prompts are tokenized as bytes (the model has no tokenizer of its own and none was given): \

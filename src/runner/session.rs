@@ -9,7 +9,6 @@ use super::summary::Repeat;
 use crate::cli::SensorArgs;
 use crate::meters;
 use anyhow::Context as _;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use std::thread::JoinHandle;
 use wattbench_core::{DeviceInfo, DeviceKind, RunConfig, RunRecord, RunStatus, Warning};
 use wattbench_engine::{GenerationParams, LoadedModel};
 use wattbench_meter::{EnergySensor, Sampler, SensorSet};
-use wattbench_store::Store;
+use wattbench_store::{Finished, Store};
 use wattbench_workload::{Dataset, Tokenizer};
 
 pub struct Session {
@@ -31,11 +30,9 @@ pub struct Session {
     stop: Arc<AtomicBool>,
 }
 
-/// What one point left: its repeats (stored or not), how many were skipped as already done, and
-/// the error that stopped it.
+/// What one point left: its repeats (stored or not) and the error that stopped it.
 pub struct PointResult {
     pub repeats: Vec<Repeat>,
-    pub skipped: usize,
     pub failure: Option<anyhow::Error>,
 }
 
@@ -131,17 +128,15 @@ impl Session {
         ds: &Dataset,
         score: bool,
         sweep: Option<String>,
-        done: &HashSet<(String, usize)>,
+        done: &Finished,
     ) -> anyhow::Result<PointResult> {
         let key = config.key();
         let todo: Vec<usize> = (0..config.repeats)
-            .filter(|r| !done.contains(&(key.clone(), *r)))
+            .filter(|&r| !done.contains(&key, r))
             .collect();
-        let skipped = config.repeats - todo.len();
         if todo.is_empty() {
             return Ok(PointResult {
                 repeats: Vec::new(),
-                skipped,
                 failure: None,
             });
         }
@@ -156,7 +151,6 @@ impl Session {
                 let r = self.record_infeasible(config, sweep, e.to_string(), Vec::new());
                 return Ok(PointResult {
                     repeats: vec![r],
-                    skipped,
                     failure: Some(e),
                 });
             }
@@ -211,11 +205,7 @@ impl Session {
                 failure = Some(anyhow::Error::new(e).context("the warm-up batch"));
             }
         }
-        Ok(PointResult {
-            repeats,
-            skipped,
-            failure,
-        })
+        Ok(PointResult { repeats, failure })
     }
 
     /// Stops the sampler and the progress line.

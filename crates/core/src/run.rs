@@ -25,9 +25,10 @@ pub struct RunConfig {
     pub device: String,
     pub dtype: String,
     pub weights_seed: u64,
-    /// Where the tokenizer came from (its source), which sets every token count.
+    /// `--tokenizer` as given, or `model`: the model's own (the byte tokenizer for models with
+    /// random weights and none of their own). It sets every token count.
     pub tokenizer: String,
-    /// Prompts wrapped in the model's chat template.
+    /// Prompts wrapped in the model's chat template, where it has one.
     pub chat_template: bool,
     pub warmup_batches: usize,
     pub repeats: usize,

@@ -55,3 +55,18 @@ pub enum EngineError {
     #[error("engine: {0}")]
     Candle(#[from] candle_core::Error),
 }
+
+impl EngineError {
+    /// Whether the device ran out of memory (while generating, or while loading weights).
+    pub fn is_out_of_memory(&self) -> bool {
+        match self {
+            EngineError::OutOfMemory { .. } => true,
+            EngineError::Candle(e) => {
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or("").to_ascii_lowercase();
+                first.contains("out of memory") || first.contains("out_of_memory")
+            }
+            _ => false,
+        }
+    }
+}

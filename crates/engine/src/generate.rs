@@ -93,6 +93,46 @@ pub fn generate(
     memory_bytes: Option<u64>,
     on_token: &mut dyn FnMut(usize, u32),
 ) -> Result<BatchResult, EngineError> {
+    generate_steps(
+        m,
+        requests,
+        params,
+        model_name,
+        memory_bytes,
+        on_token,
+        None,
+    )
+}
+
+/// Whether `requests` fit as one batch: the full KV cache is allocated, the prompts are
+/// prefilled and one decode step runs (the largest allocations of a batch); nothing more.
+pub fn fits(
+    m: &Llama,
+    requests: &[Request],
+    params: &GenerationParams,
+    model_name: &str,
+) -> Result<(), EngineError> {
+    generate_steps(
+        m,
+        requests,
+        params,
+        model_name,
+        None,
+        &mut |_, _| {},
+        Some(1),
+    )
+    .map(|_| ())
+}
+
+fn generate_steps(
+    m: &Llama,
+    requests: &[Request],
+    params: &GenerationParams,
+    model_name: &str,
+    memory_bytes: Option<u64>,
+    on_token: &mut dyn FnMut(usize, u32),
+    max_steps: Option<usize>,
+) -> Result<BatchResult, EngineError> {
     let b = requests.len();
     let longest = requests.iter().map(|r| r.prompt.len()).max().unwrap_or(0);
     let max_new = requests.iter().map(|r| r.max_new_tokens).max().unwrap_or(0) as usize;
@@ -196,7 +236,7 @@ pub fn generate(
     }
     let t1 = Instant::now();
     let mut steps = 0;
-    while !done.iter().all(|&d| d) {
+    while !done.iter().all(|&d| d) && max_steps.is_none_or(|n| steps < n) {
         let offset = longest + steps;
         let input = Tensor::from_vec(next.clone(), (b, 1), &m.device)?;
         let logits = m

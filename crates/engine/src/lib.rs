@@ -13,6 +13,6 @@ pub mod weights;
 
 pub use config::LlamaConfig;
 pub use error::EngineError;
-pub use generate::{generate, BatchResult, FinishReason, GenerationParams, Output, Request};
+pub use generate::{fits, generate, BatchResult, FinishReason, GenerationParams, Output, Request};
 pub use model::Llama;
 pub use spec::{load_model, LoadedModel, ModelSpec};

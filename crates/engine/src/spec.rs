@@ -68,6 +68,19 @@ impl ModelSpec {
         ))
     }
 
+    /// The shape, where it is known without reading weights (synthetic models).
+    pub fn known_config(&self) -> Option<LlamaConfig> {
+        match self {
+            ModelSpec::Synthetic {
+                preset: Some(p), ..
+            } => LlamaConfig::preset(p).ok(),
+            ModelSpec::Synthetic {
+                config: Some(c), ..
+            } => LlamaConfig::from_file(c).ok(),
+            _ => None,
+        }
+    }
+
     /// Whether the weights are random (its text is meaningless).
     pub fn is_synthetic(&self) -> bool {
         matches!(self, ModelSpec::Synthetic { .. })

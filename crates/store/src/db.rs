@@ -111,8 +111,8 @@ impl Store {
         crate::run::load_all(self, with_requests)
     }
 
-    /// `(key, repeat)` of the runs that need no rerun (complete or infeasible), for resuming.
-    pub fn finished_runs(&self) -> Result<std::collections::HashSet<(String, usize)>, StoreError> {
+    /// The runs that need no rerun (complete repeats, infeasible configurations), for resuming.
+    pub fn finished_runs(&self) -> Result<crate::run::Finished, StoreError> {
         crate::run::finished(self)
     }
 

@@ -11,3 +11,4 @@ mod run;
 pub use db::{Store, DB_ENV};
 pub use error::StoreError;
 pub use migrate::SCHEMA_VERSION;
+pub use run::Finished;

@@ -229,15 +229,38 @@ pub(crate) fn load_all(store: &Store, with_requests: bool) -> Result<Vec<RunReco
     Ok(out)
 }
 
-/// `(key, repeat)` of every run that needs no rerun: complete or infeasible.
-pub(crate) fn finished(store: &Store) -> Result<HashSet<(String, usize)>, StoreError> {
+/// The runs that need no rerun, for resuming: complete repeats, and configurations found
+/// infeasible (all their repeats).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Finished {
+    pub complete: HashSet<(String, usize)>,
+    pub infeasible: HashSet<String>,
+}
+
+impl Finished {
+    /// Whether repeat `repeat` of the configuration `key` is done.
+    pub fn contains(&self, key: &str, repeat: usize) -> bool {
+        self.infeasible.contains(key) || self.complete.contains(&(key.to_string(), repeat))
+    }
+}
+
+pub(crate) fn finished(store: &Store) -> Result<Finished, StoreError> {
     let e = store.sql_err();
     let mut stmt = store
         .conn
-        .prepare("SELECT key, repeat FROM runs WHERE status IN ('complete', 'infeasible')")
+        .prepare("SELECT key, repeat, status FROM runs WHERE status IN ('complete', 'infeasible')")
         .map_err(&e)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))
-        .map_err(&e)?;
-    rows.collect::<Result<_, _>>().map_err(&e)
+    let mut rows = stmt.query([]).map_err(&e)?;
+    let mut out = Finished::default();
+    while let Some(r) = rows.next().map_err(&e)? {
+        let key: String = r.get(0).map_err(&e)?;
+        let status: String = r.get(2).map_err(&e)?;
+        if status == "infeasible" {
+            out.infeasible.insert(key);
+        } else {
+            out.complete
+                .insert((key, r.get::<_, i64>(1).map_err(&e)? as usize));
+        }
+    }
+    Ok(out)
 }

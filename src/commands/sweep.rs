@@ -1,0 +1,337 @@
+//! `wattbench sweep`: the cross product of models, datasets, lengths and batch sizes, one model
+//! load per model, every point stored as it ends; rerun, it skips what is done.
+
+use crate::cli::SweepArgs;
+use crate::runner::execute::infeasible;
+use crate::runner::grid::{self, Grid};
+use crate::runner::maxbatch;
+use crate::runner::plan::{self, ModelLimits};
+use crate::runner::session::{resolve_device, Session};
+use crate::runner::setup;
+use crate::runner::summary::{self, Repeat};
+use crate::ui;
+use anyhow::bail;
+use serde_json::json;
+use std::process::ExitCode;
+use wattbench_core::{RunMetrics, RunStatus};
+use wattbench_engine::{EngineError, GenerationParams, ModelSpec};
+
+/// The bytes of a model's weights, where its shape is known before loading (synthetic models).
+fn weight_bytes(model: &str, dtype: &str) -> Option<u64> {
+    let cfg = ModelSpec::parse(model).ok()?.known_config()?;
+    let size = if dtype == "f32" { 4 } else { 2 };
+    Some(cfg.parameters() * size)
+}
+
+pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
+    let grid = grid::grid(&args)?;
+    let settings = &args.settings;
+    setup::check(settings)?;
+    for d in &grid.datasets {
+        setup::check_score(settings, d)?;
+        crate::prompts::spec(d)?;
+    }
+    for m in &grid.models {
+        ModelSpec::parse(m)?;
+    }
+    let device = resolve_device(&settings.device);
+    if args.preset.is_some() && !device.starts_with("cuda") {
+        bail!("--preset words-to-watts is sized for GPUs, and this run is on {device}; pass --device cuda (with a CUDA build), or give the lists yourself");
+    }
+    // Every dataset that needs no tokenizer is loaded once now, so that a missing file or too few
+    // prompts fail before any model loads.
+    for d in grid.datasets.iter().filter(|d| !d.starts_with("synthetic")) {
+        setup::dataset(settings, d, grid.num_prompts, None)?;
+    }
+    let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &device)?;
+    let result = if args.find_max_batch {
+        find_max_batch(&grid, &args, &device)
+    } else {
+        sweep(&grid, &args, &device, &mut session)
+    };
+    let interrupted = session.interrupted();
+    session.close();
+    let code = result?;
+    Ok(if interrupted {
+        ExitCode::from(130)
+    } else {
+        code
+    })
+}
+
+fn sweep(
+    grid: &Grid,
+    args: &SweepArgs,
+    device: &str,
+    session: &mut Session,
+) -> anyhow::Result<ExitCode> {
+    let settings = &args.settings;
+    let done = session.store.finished_runs()?;
+    let memory = wattbench_engine::device::parse_device(device)
+        .ok()
+        .and_then(|d| wattbench_engine::device::memory_bytes(&d));
+    let config = |m: &str, d: &str, n: u32, b: usize| {
+        setup::config(settings, m, device, d, grid.num_prompts, b, n, grid.repeats)
+    };
+    let all_done = |m: &str, d: &str, n: u32, b: usize| {
+        let key = config(m, d, n, b).key();
+        (0..grid.repeats).all(|r| done.contains(&key, r))
+    };
+    let mut points: Vec<PointRow> = Vec::new();
+    let mut failures = 0;
+    let sweep_name = Some(grid.name.clone());
+    'models: for model in &grid.models {
+        let mine: Vec<_> = grid.points().into_iter().filter(|p| p.0 == model).collect();
+        let todo: Vec<_> = mine
+            .iter()
+            .filter(|p| !all_done(p.0, p.1, p.2, p.3))
+            .collect();
+        for p in mine.iter().filter(|p| all_done(p.0, p.1, p.2, p.3)) {
+            points.push((p.0.into(), p.1.into(), p.2, p.3, Vec::new(), "done before"));
+        }
+        if todo.is_empty() {
+            continue;
+        }
+        let dtype = config(model, "", 1, 1).dtype;
+        if let (Some(w), Some(mem)) = (weight_bytes(model, &dtype), memory) {
+            if w as f64 > 0.95 * mem as f64 {
+                let reason = format!(
+                    "the weights alone take {:.1} GB in {dtype} and {device} has {:.1} GB; shard the model over several GPUs",
+                    w as f64 / 1e9,
+                    mem as f64 / 1e9
+                );
+                for p in todo {
+                    let r = session.record_infeasible(
+                        &config(p.0, p.1, p.2, p.3),
+                        sweep_name.clone(),
+                        reason.clone(),
+                        Vec::new(),
+                    );
+                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], "ran"));
+                }
+                continue;
+            }
+        }
+        eprintln!("loading {model} on {device}");
+        let (loaded, tokenizer) = match setup::model(settings, model, device) {
+            Ok(m) => m,
+            Err(e)
+                if e.downcast_ref::<EngineError>()
+                    .is_some_and(EngineError::is_out_of_memory) =>
+            {
+                for p in todo {
+                    let r = session.record_infeasible(
+                        &config(p.0, p.1, p.2, p.3),
+                        sweep_name.clone(),
+                        format!("loading the model: {e}"),
+                        Vec::new(),
+                    );
+                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], "ran"));
+                }
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut datasets = std::collections::HashMap::new();
+        // The smallest batch that could not run, and why, per (dataset, length).
+        let mut too_big: std::collections::HashMap<(String, u32), (usize, String)> =
+            Default::default();
+        for p in todo {
+            let (m, d, n, b) = (p.0, p.1, p.2, p.3);
+            let cfg = config(m, d, n, b);
+            if let Some((small, why)) = too_big.get(&(d.to_string(), n)) {
+                let r = session.record_infeasible(
+                    &cfg,
+                    sweep_name.clone(),
+                    format!("batch {small} could not run either ({why})"),
+                    Vec::new(),
+                );
+                points.push((m.into(), d.into(), n, b, vec![r], "ran"));
+                continue;
+            }
+            if !datasets.contains_key(d) {
+                datasets.insert(
+                    d.to_string(),
+                    setup::dataset(settings, d, grid.num_prompts, Some(&tokenizer))?,
+                );
+            }
+            eprintln!("{m} · {d} · {n} new tokens · batch {b}");
+            let result = session.run_point(
+                &loaded,
+                &tokenizer,
+                &cfg,
+                &datasets[d],
+                settings.score,
+                sweep_name.clone(),
+                &done,
+            )?;
+            if let Some(r) = result
+                .repeats
+                .iter()
+                .find(|r| r.record.status == RunStatus::Infeasible)
+            {
+                let why = r.record.reason.clone().unwrap_or_default();
+                too_big.insert((d.to_string(), n), (b, why));
+            }
+            if let Some(e) = &result.failure {
+                let engine = e.downcast_ref::<EngineError>();
+                if !engine.is_some_and(infeasible) && e.downcast_ref::<plan::TooLong>().is_none() {
+                    failures += 1;
+                    eprintln!("error: {m} · {d} · {n} · batch {b}: {e:#}");
+                }
+            }
+            points.push((m.into(), d.into(), n, b, result.repeats, "ran"));
+            if session.interrupted() {
+                eprintln!("interrupted: rerun the same command to finish the sweep");
+                break 'models;
+            }
+        }
+    }
+    print_sweep(grid, &points, &session.db_path, settings.json)?;
+    Ok(if failures > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+type PointRow = (String, String, u32, usize, Vec<Repeat>, &'static str);
+
+fn print_sweep(
+    grid: &Grid,
+    points: &[PointRow],
+    db: &std::path::Path,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if as_json {
+        let list: Vec<_> = points
+            .iter()
+            .map(|(m, d, n, b, repeats, how)| {
+                let mut v = summary::to_json(repeats, db);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert(
+                        "point".into(),
+                        json!({ "model": m, "dataset": d, "max_new_tokens": n, "batch_size": b }),
+                    );
+                    o.insert("skipped".into(), json!(*how == "done before"));
+                }
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            json!({ "sweep": grid.name, "points": list, "db": db })
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = points
+        .iter()
+        .map(|(m, d, n, b, repeats, how)| {
+            let status = if *how == "done before" {
+                "done before".to_string()
+            } else {
+                repeats
+                    .last()
+                    .map_or("-".into(), |r| r.record.status.as_str().to_string())
+            };
+            let complete: Vec<RunMetrics> = repeats
+                .iter()
+                .filter(|r| r.record.status == RunStatus::Complete)
+                .map(|r| RunMetrics::of(&r.record))
+                .collect();
+            let mean = |f: fn(&RunMetrics) -> Option<f64>| {
+                let v: Vec<f64> = complete.iter().filter_map(f).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
+            vec![
+                m.clone(),
+                d.clone(),
+                n.to_string(),
+                b.to_string(),
+                status,
+                ui::num(mean(|m| m.tokens_per_s), 1),
+                ui::num(mean(|m| m.avg_power_w), 1),
+                ui::num(mean(|m| m.j_per_token), 4),
+                ui::num(mean(|m| m.j_per_response), 2),
+            ]
+        })
+        .collect();
+    println!(
+        "sweep {}\n\n{}\n\nstored in {} (rerun the same command to resume; `wattbench report` draws the figures)",
+        grid.name,
+        ui::table(
+            &["model", "dataset", "max new", "batch", "status", "tok/s", "W", "J/token", "J/response"],
+            &rows,
+            2
+        ),
+        db.display()
+    );
+    for (m, d, n, b, repeats, _) in points {
+        for r in repeats
+            .iter()
+            .filter(|r| r.record.status != RunStatus::Complete)
+        {
+            println!(
+                "  {m} · {d} · {n} · batch {b}: {} ({})",
+                r.record.status.as_str(),
+                r.record.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn find_max_batch(grid: &Grid, args: &SweepArgs, device: &str) -> anyhow::Result<ExitCode> {
+    let settings = &args.settings;
+    let mut rows = Vec::new();
+    let mut found = Vec::new();
+    for model in &grid.models {
+        eprintln!("loading {model} on {device}");
+        let (loaded, tokenizer) = setup::model(settings, model, device)?;
+        let limits = ModelLimits {
+            vocab: loaded.model.cfg.vocab_size,
+            context: loaded.model.cfg.max_position_embeddings,
+            synthetic: loaded.synthetic,
+        };
+        let params = GenerationParams {
+            temperature: settings.sampling.temperature,
+            top_p: settings.sampling.top_p,
+            seed: settings.sampling.seed,
+            ignore_eos: true,
+            eos_ids: vec![],
+        };
+        for d in &grid.datasets {
+            let ds = setup::dataset(settings, d, grid.num_prompts, Some(&tokenizer))?;
+            for &n in &grid.max_new_tokens {
+                let cfg = setup::config(settings, model, device, d, grid.num_prompts, 1, n, 1);
+                let plan = plan::plan(&ds, &tokenizer, &cfg, &limits)?;
+                let s = maxbatch::search(&loaded, model, &plan, &params, grid.num_prompts)?;
+                rows.push(vec![
+                    model.clone(),
+                    d.clone(),
+                    n.to_string(),
+                    if s.hit_limit {
+                        format!("≥ {}", s.max_batch)
+                    } else {
+                        s.max_batch.to_string()
+                    },
+                    s.probes
+                        .iter()
+                        .map(|(b, ok)| format!("{b}{}", if *ok { "" } else { "✗" }))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ]);
+                found.push(json!({ "model": model, "dataset": d, "max_new_tokens": n, "max_batch": s.max_batch, "hit_limit": s.hit_limit, "probes": s.probes }));
+            }
+        }
+    }
+    if settings.json {
+        println!("{}", json!({ "device": device, "max_batch": found }));
+    } else {
+        println!(
+            "{}\n\n(each probe allocates the full cache for the longest prompts, prefills them and decodes one step; ✗: out of memory; the search stops at --num-prompts)",
+            ui::table(&["model", "dataset", "max new", "max batch", "probes"], &rows, 2)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,188 @@
+//! The points of a sweep: lists from flags, a TOML file or a preset, checked and crossed.
+
+use crate::cli::{Preset, SweepArgs};
+use anyhow::{bail, Context as _};
+use serde::Deserialize;
+use std::path::Path;
+
+/// A sweep file. Every key is optional; flags may not set a list the file sets.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    pub name: Option<String>,
+    pub model: Option<Vec<String>>,
+    pub dataset: Option<Vec<String>>,
+    pub batch_size: Option<Vec<usize>>,
+    pub max_new_tokens: Option<Vec<u32>>,
+    pub num_prompts: Option<usize>,
+    pub repeats: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grid {
+    pub name: String,
+    pub models: Vec<String>,
+    pub datasets: Vec<String>,
+    /// Ascending: a batch that does not fit makes every larger one infeasible.
+    pub batch_sizes: Vec<usize>,
+    pub max_new_tokens: Vec<u32>,
+    pub num_prompts: usize,
+    pub repeats: usize,
+}
+
+/// One point: (model, dataset, max_new_tokens, batch size).
+pub type Point<'a> = (&'a str, &'a str, u32, usize);
+
+impl Grid {
+    /// Points grouped so that each model loads once; within a model and dataset, lengths
+    /// ascending, then batch sizes ascending.
+    pub fn points(&self) -> Vec<Point<'_>> {
+        let mut out = Vec::new();
+        for m in &self.models {
+            for d in &self.datasets {
+                for &n in &self.max_new_tokens {
+                    for &b in &self.batch_sizes {
+                        out.push((m.as_str(), d.as_str(), n, b));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn preset(p: Preset) -> SweepFile {
+    match p {
+        Preset::WordsToWatts => SweepFile {
+            name: Some("words-to-watts".into()),
+            model: Some(
+                ["llama-7b", "llama-13b", "llama-65b"]
+                    .map(|m| format!("synthetic:{m}"))
+                    .to_vec(),
+            ),
+            dataset: Some(vec!["alpaca".into(), "gsm8k".into()]),
+            batch_size: Some(vec![64, 128, 256, 512]),
+            max_new_tokens: Some(vec![256, 512, 1024]),
+            num_prompts: Some(4096),
+            repeats: Some(1),
+        },
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<SweepFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the sweep file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "the sweep file {} is not valid: {}",
+            path.display(),
+            e.to_string().trim_end()
+        )
+    })
+}
+
+/// One list from a flag or the file (never both), else `default`; never empty.
+fn pick<T: Clone>(
+    flag: &str,
+    key: &str,
+    from_flag: &[T],
+    from_file: Option<Vec<T>>,
+    source: &str,
+    default: Option<Vec<T>>,
+) -> anyhow::Result<Vec<T>> {
+    match (from_flag.is_empty(), from_file) {
+        (false, Some(_)) => bail!("{flag} and {source} both set {key}; give one of them"),
+        (false, None) => Ok(from_flag.to_vec()),
+        (true, Some(v)) if v.is_empty() => bail!("{source}: {key} is an empty list; list at least one value"),
+        (true, Some(v)) => Ok(v),
+        (true, None) => default.ok_or_else(|| {
+            anyhow::anyhow!("a sweep needs {key}: give {flag} A,B, {key} = [...] in --config, or --preset words-to-watts")
+        }),
+    }
+}
+
+/// The grid of `args`, or the error that names the flag or the file's line.
+pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
+    if args.preset.is_some() && args.config.is_some() {
+        bail!("--preset and --config both define the grid; give one of them");
+    }
+    if args.find_max_batch && !args.batch_size.is_empty() {
+        bail!("--find-max-batch searches the batch size itself; drop --batch-size");
+    }
+    let (file, source) = match (&args.config, args.preset) {
+        (Some(p), _) => (read(p)?, format!("the sweep file {}", p.display())),
+        (None, Some(p)) => (preset(p), "--preset".to_string()),
+        (None, None) => (SweepFile::default(), String::new()),
+    };
+    let models = pick("--model", "model", &args.model, file.model, &source, None)?;
+    let datasets = pick(
+        "--dataset",
+        "dataset",
+        &args.dataset,
+        file.dataset,
+        &source,
+        Some(vec!["gsm8k".into()]),
+    )?;
+    let mut batch_sizes = pick(
+        "--batch-size",
+        "batch_size",
+        &args.batch_size,
+        file.batch_size,
+        &source,
+        Some(vec![64]),
+    )?;
+    let mut max_new_tokens = pick(
+        "--max-new-tokens",
+        "max_new_tokens",
+        &args.max_new_tokens,
+        file.max_new_tokens,
+        &source,
+        Some(vec![256]),
+    )?;
+    for list in [&models, &datasets] {
+        if list.iter().any(|s| s.trim().is_empty()) {
+            bail!("an empty name in the list {list:?}; remove it");
+        }
+    }
+    if batch_sizes.contains(&0) || max_new_tokens.contains(&0) {
+        bail!("batch sizes and lengths must be at least 1");
+    }
+    batch_sizes.sort_unstable();
+    batch_sizes.dedup();
+    max_new_tokens.sort_unstable();
+    max_new_tokens.dedup();
+    let num_prompts = match (args.num_prompts, file.num_prompts) {
+        (Some(_), Some(_)) => {
+            bail!("--num-prompts and {source} both set num_prompts; give one of them")
+        }
+        (a, b) => a.or(b).unwrap_or(4096),
+    };
+    let repeats = match (args.repeats, file.repeats) {
+        (Some(_), Some(_)) => bail!("--repeats and {source} both set repeats; give one of them"),
+        (a, b) => a.or(b).unwrap_or(1),
+    };
+    if num_prompts == 0 || repeats == 0 {
+        bail!("num_prompts and repeats must be at least 1");
+    }
+    let mut grid = Grid {
+        name: String::new(),
+        models,
+        datasets,
+        batch_sizes,
+        max_new_tokens,
+        num_prompts,
+        repeats,
+    };
+    grid.name = match (&args.name, file.name) {
+        (Some(n), _) => n.clone(),
+        (None, Some(n)) => n,
+        (None, None) => {
+            let text = format!("{grid:?}");
+            let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            format!("sweep-{:08x}", h >> 32)
+        }
+    };
+    Ok(grid)
+}
