@@ -148,6 +148,25 @@ impl Tokenizer {
         })
     }
 
+    /// Writes `tokenizer.json` and `tokenizer_config.json` (special tokens, BOS, chat template)
+    /// into `dir`, as Hugging Face model folders hold them: [`Tokenizer::from_json`] reads them
+    /// back as this tokenizer.
+    pub fn save(&self, dir: &Path) -> Result<(), WorkloadError> {
+        let out = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| tok_err(&out, e))?;
+        self.inner
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(|e| tok_err(&out, e))?;
+        let config = serde_json::json!({
+            "bos_token": self.bos,
+            "eos_token": self.eos,
+            "add_bos_token": self.add_bos,
+            "chat_template": self.chat_template,
+        });
+        std::fs::write(dir.join("tokenizer_config.json"), config.to_string())
+            .map_err(|e| tok_err(&out, e))
+    }
+
     /// The byte-level BPE tokenizer embedded in a GGUF file (`tokenizer.ggml.model = gpt2`).
     pub fn from_gguf(path: &Path) -> Result<Tokenizer, WorkloadError> {
         let meta = read_metadata(path)?;

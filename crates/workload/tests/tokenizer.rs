@@ -284,3 +284,18 @@ fn the_byte_tokenizer_round_trips_any_text_one_token_per_byte() {
     );
     assert_eq!(t.vocab_size(), 259);
 }
+
+#[test]
+fn a_saved_gguf_tokenizer_reads_back_the_same() {
+    let Some(dir) = shared() else { return };
+    let gguf = dir.join("models/smollm2-135m-instruct-q4_1/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let t = Tokenizer::from_gguf(&gguf).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    t.save(out.path()).unwrap();
+    let back = Tokenizer::load(out.path().to_str().unwrap()).unwrap();
+    let text = "Natalia sold clips to 48 of her friends in April. ¿Cuántos? 😀 12,345";
+    assert_eq!(back.encode(text).unwrap(), t.encode(text).unwrap());
+    assert_eq!((back.bos_id, back.eos_id, back.add_bos), (t.bos_id, t.eos_id, t.add_bos));
+    assert_eq!(back.chat_template(), t.chat_template());
+    assert_eq!(back.vocab_size(), t.vocab_size());
+}
