@@ -295,7 +295,10 @@ fn a_saved_gguf_tokenizer_reads_back_the_same() {
     let back = Tokenizer::load(out.path().to_str().unwrap()).unwrap();
     let text = "Natalia sold clips to 48 of her friends in April. ¿Cuántos? 😀 12,345";
     assert_eq!(back.encode(text).unwrap(), t.encode(text).unwrap());
-    assert_eq!((back.bos_id, back.eos_id, back.add_bos), (t.bos_id, t.eos_id, t.add_bos));
+    assert_eq!(
+        (back.bos_id, back.eos_id, back.add_bos),
+        (t.bos_id, t.eos_id, t.add_bos)
+    );
     assert_eq!(back.chat_template(), t.chat_template());
     assert_eq!(back.vocab_size(), t.vocab_size());
 }
