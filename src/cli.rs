@@ -38,6 +38,20 @@ pub enum Command {
     Run(RunArgs),
     /// Benchmark the cross product of models, datasets, batch sizes and lengths; resumable
     Sweep(SweepArgs),
+    /// Write the report of the stored runs: Markdown, HTML, and the paper's figures as SVG and PNG
+    Report(ReportArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Folder to write report.md, report.html and figures/ into
+    #[arg(long, value_name = "DIR", default_value = "report")]
+    pub out: PathBuf,
+    /// Draw the power timeline of this run id [default: the longest run of the last configuration]
+    #[arg(long, value_name = "RUN")]
+    pub timeline: Option<i64>,
 }
 
 /// The embedded engine's model and device.

@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         cli::Command::Generate(args) => commands::generate::run(args),
         cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Sweep(args) => commands::sweep::run(args),
+        cli::Command::Report(args) => commands::report::run(args),
     };
     match result {
         Ok(code) => code,

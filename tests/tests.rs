@@ -6,6 +6,7 @@ mod export;
 mod generate;
 mod measure;
 mod monitor;
+mod report;
 mod run;
 mod sweep;
 mod util;

@@ -6,5 +6,6 @@ pub mod export;
 pub mod generate;
 pub mod measure;
 pub mod monitor;
+pub mod report;
 pub mod run;
 pub mod sweep;

@@ -96,6 +96,11 @@ impl Store {
         crate::measurement::load_all(self, with_timeline)
     }
 
+    /// The power timeline of measurement `id` (empty when it has none).
+    pub fn measurement_timeline(&self, id: i64) -> Result<wattbench_core::Timeline, StoreError> {
+        crate::measurement::timeline_of(self, id)
+    }
+
     /// Stores a run with its energy window (devices and timeline), batches and requests in one
     /// transaction, committed before returning. Returns the run's id and its window's.
     pub fn insert_run(

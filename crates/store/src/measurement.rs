@@ -278,7 +278,32 @@ pub(crate) fn load_all(store: &Store, with_timeline: bool) -> Result<Vec<Measure
     Ok(out)
 }
 
+pub(crate) fn timeline_of(store: &Store, id: i64) -> Result<Timeline, StoreError> {
+    let e = store.sql_err();
+    let mut stmt = store
+        .conn
+        .prepare(
+            "SELECT device_id FROM measurement_devices WHERE measurement_id = ?1 ORDER BY position",
+        )
+        .map_err(&e)?;
+    let ids: Vec<String> = stmt
+        .query_map([id], |r| r.get(0))
+        .map_err(&e)?
+        .collect::<Result<_, _>>()
+        .map_err(&e)?;
+    load_timeline_for(store, id, ids.iter().map(String::as_str))
+}
+
 fn load_timeline(store: &Store, m: &Measurement) -> Result<Timeline, StoreError> {
+    let id = m.id.unwrap_or(-1);
+    load_timeline_for(store, id, m.devices.iter().map(|d| d.info.id.as_str()))
+}
+
+fn load_timeline_for<'a>(
+    store: &Store,
+    id: i64,
+    devices: impl IntoIterator<Item = &'a str>,
+) -> Result<Timeline, StoreError> {
     let e = store.sql_err();
     let mut stmt = store
         .conn
@@ -288,8 +313,8 @@ fn load_timeline(store: &Store, m: &Measurement) -> Result<Timeline, StoreError>
              FROM samples WHERE measurement_id = ?1 ORDER BY rowid",
         )
         .map_err(&e)?;
-    let mut timeline = Timeline::with_devices(m.devices.iter().map(|d| d.info.id.as_str()));
-    let mut rows = stmt.query([m.id]).map_err(&e)?;
+    let mut timeline = Timeline::with_devices(devices);
+    let mut rows = stmt.query([id]).map_err(&e)?;
     while let Some(r) = rows.next().map_err(&e)? {
         let device: String = r.get(0).map_err(&e)?;
         let point = Point {
