@@ -184,13 +184,13 @@ pub struct RunArgs {
     /// Dataset: alpaca, gsm8k, sharegpt (each optionally :PATH), jsonl:PATH, csv:PATH, hf:ORG/NAME, synthetic:in=N,out=M
     #[arg(long, default_value = "gsm8k")]
     pub dataset: String,
-    /// Prompts drawn from the dataset [default: 4096; 64 without --model]
+    /// Prompts drawn from the dataset [default: 4096; without --model 64 on the CPU, 512 on a GPU]
     #[arg(long, value_name = "N")]
     pub num_prompts: Option<usize>,
-    /// Prompts per batch [default: 64; 16 without --model]
+    /// Prompts per batch [default: 64; without --model 16 on the CPU, 64 on a GPU]
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
-    /// Most tokens each response may have [default: 256; 32 without --model]
+    /// Most tokens each response may have [default: 256; without --model 32 on the CPU, 128 on a GPU]
     #[arg(long, value_name = "N")]
     pub max_new_tokens: Option<u32>,
     /// Times to run the whole configuration; figures are means with 95% confidence intervals [default: 1; 3 without --model]

@@ -61,14 +61,22 @@ fn devices(repeats: &[Repeat]) -> Vec<DeviceUse> {
         .unwrap_or_default()
 }
 
+/// The warnings of the repeats, one per kind and device (the first repeat's figures).
 fn warnings(repeats: &[Repeat]) -> Vec<&Warning> {
+    let key = |w: &Warning| {
+        let v = serde_json::to_value(w).unwrap_or_default();
+        (v["kind"].to_string(), v["device"].to_string())
+    };
+    let mut seen = Vec::new();
     let mut out: Vec<&Warning> = Vec::new();
     for w in repeats
         .iter()
         .filter_map(|r| r.window.as_ref())
         .flat_map(|m| &m.warnings)
     {
-        if !out.contains(&w) {
+        let k = key(w);
+        if !seen.contains(&k) {
+            seen.push(k);
             out.push(w);
         }
     }
