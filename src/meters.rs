@@ -2,7 +2,8 @@
 
 use crate::cli::SensorArgs;
 use anyhow::Context;
-use wattbench_meter::{SensorSet, SensorSpec};
+use wattbench_core::Warning;
+use wattbench_meter::{EnergySensor, SensorSet, SensorSpec};
 
 /// Opens the sensors named by `--sensor` and keeps the devices named by `--devices`.
 pub fn open(args: &SensorArgs) -> anyhow::Result<SensorSet> {
@@ -10,4 +11,25 @@ pub fn open(args: &SensorArgs) -> anyhow::Result<SensorSet> {
     let mut set = SensorSet::open(&specs)?;
     set.select(&args.devices)?;
     Ok(set)
+}
+
+/// What holds for every window of these sensors: no device to measure, or other processes on a
+/// measured GPU (whose energy the windows then include).
+pub fn start_warnings(sensors: &SensorSet) -> Vec<Warning> {
+    let devices = sensors.devices();
+    let mut warnings = Vec::new();
+    if devices.is_empty() {
+        warnings.push(Warning::NoEnergySensor);
+    }
+    let own = std::process::id();
+    for (k, pids) in sensors.processes() {
+        let others: Vec<u32> = pids.into_iter().filter(|&p| p != own).collect();
+        if !others.is_empty() {
+            warnings.push(Warning::OtherProcesses {
+                device: devices[k].id.clone(),
+                pids: others,
+            });
+        }
+    }
+    warnings
 }

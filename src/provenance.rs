@@ -51,3 +51,9 @@ pub fn collect() -> Provenance {
         argv: std::env::args().collect(),
     }
 }
+
+/// A Unix time as RFC 3339 in UTC with milliseconds, as records store their times.
+pub fn rfc3339(unix_s: f64) -> String {
+    let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix_s.max(0.0));
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

@@ -3,13 +3,6 @@
 use crate::util::*;
 use rusqlite::Connection;
 
-fn count(db: &std::path::Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
-
 #[test]
 fn a_run_reports_the_papers_figures_and_energy_of_a_fake_300_w_device() {
     let dir = tempfile::tempdir().unwrap();

@@ -2,14 +2,6 @@
 
 use crate::util::*;
 use rusqlite::Connection;
-use std::path::Path;
-
-fn count(db: &Path, sql: &str) -> i64 {
-    Connection::open(db)
-        .unwrap()
-        .query_row(sql, [], |r| r.get(0))
-        .unwrap()
-}
 
 const GRID: &[&str] = &[
     "sweep",
@@ -125,22 +117,20 @@ fn a_killed_sweep_resumes_without_redoing_finished_points() {
 fn points_that_cannot_run_are_recorded_as_infeasible_and_the_sweep_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     // 2040 new tokens do not fit the tiny model's context of 2048 with any GSM8K prompt.
-    let o = run_in(
-        dir.path(),
-        &[
-            "sweep",
-            "--model",
-            "synthetic:tiny",
-            "--batch-size",
-            "2,4",
-            "--max-new-tokens",
-            "4,2040",
-            "--num-prompts",
-            "4",
-            "--sensor",
-            "fake:100",
-        ],
-    );
+    let grid = [
+        "sweep",
+        "--model",
+        "synthetic:tiny",
+        "--batch-size",
+        "2,4",
+        "--max-new-tokens",
+        "4,2040",
+        "--num-prompts",
+        "4",
+        "--sensor",
+        "fake:100",
+    ];
+    let o = run_in(dir.path(), &grid);
     assert!(o.status.success(), "{}", stderr(&o));
     let db = dir.path().join("wattbench.db");
     assert_eq!(
@@ -163,22 +153,7 @@ fn points_that_cannot_run_are_recorded_as_infeasible_and_the_sweep_goes_on() {
     );
     assert!(stdout(&o).contains("infeasible"), "{}", stdout(&o));
     // Infeasible points count as done: a rerun does not try them again.
-    let again = run_in(
-        dir.path(),
-        &[
-            "sweep",
-            "--model",
-            "synthetic:tiny",
-            "--batch-size",
-            "2,4",
-            "--max-new-tokens",
-            "4,2040",
-            "--num-prompts",
-            "4",
-            "--sensor",
-            "fake:100",
-        ],
-    );
+    let again = run_in(dir.path(), &grid);
     assert!(again.status.success());
     assert_eq!(count(&db, "SELECT count(*) FROM runs"), 4);
 }

@@ -77,3 +77,11 @@ pub fn fake_powercap(dir: &Path) -> PathBuf {
     }
     root
 }
+
+/// The single integer `sql` returns from the database at `db`.
+pub fn count(db: &Path, sql: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(sql, [], |r| r.get(0))
+        .unwrap()
+}

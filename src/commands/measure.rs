@@ -9,15 +9,13 @@
 use crate::cli::MeasureArgs;
 use crate::{meters, provenance, ui};
 use anyhow::Context;
-use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-use wattbench_core::{summarize, window_energy, Measurement, Warning, WindowOptions};
+use wattbench_core::{summarize, window_energy, Measurement, WindowOptions};
 use wattbench_meter::{EnergySensor, Sampler};
 use wattbench_store::Store;
 
@@ -39,14 +37,6 @@ impl SpawnError {
             126
         }
     }
-}
-
-fn rfc3339(t: SystemTime) -> String {
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn unix_to_system(s: f64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0))
 }
 
 /// Forwards SIGTERM and SIGHUP to the child; swallows SIGINT and SIGQUIT, which the terminal
@@ -74,20 +64,7 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<ExitCode> {
     let mut store = Store::open(&db_path)?;
     let sensors = meters::open(&args.sensor)?;
     let devices = sensors.devices().to_vec();
-    let mut warnings = Vec::new();
-    if devices.is_empty() {
-        warnings.push(Warning::NoEnergySensor);
-    }
-    let own = std::process::id();
-    for (k, pids) in sensors.processes() {
-        let others: Vec<u32> = pids.into_iter().filter(|&p| p != own).collect();
-        if !others.is_empty() {
-            warnings.push(Warning::OtherProcesses {
-                device: devices[k].id.clone(),
-                pids: others,
-            });
-        }
-    }
+    let mut warnings = meters::start_warnings(&sensors);
 
     let interval = args.sensor.interval;
     let sampler =
@@ -154,8 +131,8 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<ExitCode> {
     let start_unix = out.start_unix_s + t0;
     let measurement = Measurement {
         id: None,
-        started_at: rfc3339(unix_to_system(start_unix)),
-        finished_at: rfc3339(unix_to_system(out.start_unix_s + t1)),
+        started_at: provenance::rfc3339(start_unix),
+        finished_at: provenance::rfc3339(out.start_unix_s + t1),
         started_unix_s: start_unix,
         wall_s: t1 - t0,
         command: args.command.clone(),

@@ -6,9 +6,8 @@
 
 use super::plan::{final_number, Plan};
 use super::progress::Progress;
-use chrono::{DateTime, SecondsFormat, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 use wattbench_core::{
     summarize, BatchRecord, DeviceInfo, Measurement, RequestRecord, RunConfig, RunRecord,
     RunStatus, SamplerStats, Timeline, Warning,
@@ -41,11 +40,6 @@ pub struct Outcome {
     pub record: RunRecord,
     pub window: Option<Measurement>,
     pub error: Option<anyhow::Error>,
-}
-
-fn rfc3339(unix_s: f64) -> String {
-    let t = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(unix_s.max(0.0));
-    DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Whether an engine error means the configuration cannot run here (rather than a fault).
@@ -121,7 +115,7 @@ pub fn infeasible_record(
         reason: Some(reason),
         config: config.clone(),
         measurement_id: None,
-        started_at: rfc3339(now),
+        started_at: crate::provenance::rfc3339(now),
         wall_s: 0.0,
         warmup_s: 0.0,
         harness_s: 0.0,
@@ -279,8 +273,8 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
         let samples = cropped.series.first().map_or(0, |s| s.points.len() as u64);
         Measurement {
             id: None,
-            started_at: rfc3339(start_unix + w0),
-            finished_at: rfc3339(start_unix + w1),
+            started_at: crate::provenance::rfc3339(start_unix + w0),
+            finished_at: crate::provenance::rfc3339(start_unix + w1),
             started_unix_s: start_unix + w0,
             wall_s: wall,
             command: std::env::args().collect(),
@@ -314,7 +308,7 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
             reason,
             config: cfg.clone(),
             measurement_id: None,
-            started_at: rfc3339(start_unix + w0),
+            started_at: crate::provenance::rfc3339(start_unix + w0),
             wall_s: wall,
             warmup_s,
             harness_s: (wall - batch_time).max(0.0),

@@ -63,20 +63,7 @@ impl Session {
             }
         }
         let devices = sensors.devices().to_vec();
-        let mut warnings = Vec::new();
-        if devices.is_empty() {
-            warnings.push(Warning::NoEnergySensor);
-        }
-        let own = std::process::id();
-        for (k, pids) in sensors.processes() {
-            let others: Vec<u32> = pids.into_iter().filter(|&p| p != own).collect();
-            if !others.is_empty() {
-                warnings.push(Warning::OtherProcesses {
-                    device: devices[k].id.clone(),
-                    pids: others,
-                });
-            }
-        }
+        let warnings = meters::start_warnings(&sensors);
         let progress = Progress::new();
         let (live_tx, live_rx) = std::sync::mpsc::channel();
         let drawer = progress::draw(progress.clone(), live_rx);
