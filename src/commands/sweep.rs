@@ -87,7 +87,7 @@ fn sweep(
             .filter(|p| !all_done(p.0, p.1, p.2, p.3))
             .collect();
         for p in mine.iter().filter(|p| all_done(p.0, p.1, p.2, p.3)) {
-            points.push((p.0.into(), p.1.into(), p.2, p.3, Vec::new(), "done before"));
+            points.push((p.0.into(), p.1.into(), p.2, p.3, Vec::new(), true));
         }
         if todo.is_empty() {
             continue;
@@ -107,7 +107,7 @@ fn sweep(
                         reason.clone(),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], "ran"));
+                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], false));
                 }
                 continue;
             }
@@ -126,7 +126,7 @@ fn sweep(
                         format!("loading the model: {e}"),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], "ran"));
+                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], false));
                 }
                 continue;
             }
@@ -146,7 +146,7 @@ fn sweep(
                     format!("batch {small} could not run either ({why})"),
                     Vec::new(),
                 );
-                points.push((m.into(), d.into(), n, b, vec![r], "ran"));
+                points.push((m.into(), d.into(), n, b, vec![r], false));
                 continue;
             }
             if !datasets.contains_key(d) {
@@ -180,7 +180,7 @@ fn sweep(
                     eprintln!("error: {m} · {d} · {n} · batch {b}: {e:#}");
                 }
             }
-            points.push((m.into(), d.into(), n, b, result.repeats, "ran"));
+            points.push((m.into(), d.into(), n, b, result.repeats, false));
             if session.interrupted() {
                 eprintln!("interrupted: rerun the same command to finish the sweep");
                 break 'models;
@@ -195,7 +195,8 @@ fn sweep(
     })
 }
 
-type PointRow = (String, String, u32, usize, Vec<Repeat>, &'static str);
+/// (model, dataset, max new tokens, batch size, repeats run now, done before this sweep).
+type PointRow = (String, String, u32, usize, Vec<Repeat>, bool);
 
 fn print_sweep(
     grid: &Grid,
@@ -206,14 +207,14 @@ fn print_sweep(
     if as_json {
         let list: Vec<_> = points
             .iter()
-            .map(|(m, d, n, b, repeats, how)| {
+            .map(|(m, d, n, b, repeats, done_before)| {
                 let mut v = summary::to_json(repeats, db);
                 if let Some(o) = v.as_object_mut() {
                     o.insert(
                         "point".into(),
                         json!({ "model": m, "dataset": d, "max_new_tokens": n, "batch_size": b }),
                     );
-                    o.insert("skipped".into(), json!(*how == "done before"));
+                    o.insert("skipped".into(), json!(*done_before));
                 }
                 v
             })
@@ -226,8 +227,8 @@ fn print_sweep(
     }
     let rows: Vec<Vec<String>> = points
         .iter()
-        .map(|(m, d, n, b, repeats, how)| {
-            let status = if *how == "done before" {
+        .map(|(m, d, n, b, repeats, done_before)| {
+            let status = if *done_before {
                 "done before".to_string()
             } else {
                 repeats
