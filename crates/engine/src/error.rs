@@ -52,6 +52,9 @@ pub enum EngineError {
     #[error("token id {id} of prompt {index} is outside the vocabulary of {vocab}; use the model's own tokenizer")]
     BadToken { index: usize, id: u32, vocab: usize },
 
+    #[error("cannot shard the model over {world} GPUs: {message}; pick a number of GPUs that fits, such as 1, 2 or 4")]
+    Shard { world: usize, message: String },
+
     #[error("engine: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -60,7 +60,7 @@ pub struct BatchResult {
 fn suggest_batch(m: &Llama, tokens: usize, budget_bytes: Option<u64>) -> usize {
     let per_seq = (2
         * m.cfg.num_hidden_layers
-        * m.cfg.kv_heads()
+        * m.kv_heads()
         * m.cfg.head_dim()
         * tokens
         * m.dtype.size_in_bytes()

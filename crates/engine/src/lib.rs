@@ -7,6 +7,7 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod model;
+pub mod parallel;
 pub mod sampling;
 pub mod spec;
 pub mod weights;

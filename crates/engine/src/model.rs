@@ -5,6 +5,8 @@
 //! embeddings use per-sequence position ids) and an additive mask hides its padding.
 
 use crate::config::LlamaConfig;
+use crate::error::EngineError;
+use crate::parallel::Shard;
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 
@@ -102,6 +104,8 @@ pub struct Llama {
     /// around the matrix products. Elsewhere (or with `WATTBENCH_KERNELS=candle`) candle's
     /// operations do all the work.
     kernels: bool,
+    /// Set when this model is one shard of a tensor-parallel group.
+    shard: Option<Shard>,
     pub dtype: DType,
     pub device: Device,
 }
@@ -115,7 +119,7 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(m: &Llama, batch: usize, capacity: usize) -> Result<KvCache> {
-        let shape = (batch, m.cfg.kv_heads(), capacity, m.cfg.head_dim());
+        let shape = (batch, m.kv_heads(), capacity, m.cfg.head_dim());
         let mut k = Vec::with_capacity(m.layers.len());
         let mut v = Vec::with_capacity(m.layers.len());
         for _ in 0..m.layers.len() {
@@ -157,6 +161,7 @@ impl Llama {
             lm_head,
             interleaved_rope,
             kernels: kernels_apply(&device, dtype),
+            shard: None,
             dtype,
             device,
         })
@@ -183,7 +188,7 @@ impl Llama {
                 if self.kernels {
                     return l.w_down.forward(&crate::cuda::layer::silu_mul(&y)?);
                 }
-                let f = self.cfg.intermediate_size;
+                let f = self.ffn();
                 let (gate, up) = (y.narrow(2, 0, f)?, y.narrow(2, f, f)?);
                 (candle_nn::ops::silu(&gate)? * up)?
             }
@@ -212,11 +217,7 @@ impl Llama {
         offset: usize,
     ) -> Result<(Tensor, bool)> {
         let (b, t, _) = h.dims3()?;
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
+        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
         let (q, k, v, prescaled) = match &self.layers[i].qkv {
             Qkv::Fused(w) => {
                 let y = Linear::dense(h, w)?;
@@ -262,6 +263,125 @@ impl Llama {
         Ok((q, prescaled))
     }
 
+    /// Query heads of this model (of this shard, when sharded).
+    pub fn heads(&self) -> usize {
+        self.cfg.num_attention_heads / self.world()
+    }
+
+    /// Key/value heads of this model (of this shard, when sharded).
+    pub fn kv_heads(&self) -> usize {
+        self.cfg.kv_heads() / self.world()
+    }
+
+    /// MLP width of this model (of this shard, when sharded).
+    pub fn ffn(&self) -> usize {
+        self.cfg.intermediate_size / self.world()
+    }
+
+    fn world(&self) -> usize {
+        self.shard.as_ref().map_or(1, |s| s.world)
+    }
+
+    /// The partial sums of the shards added up; the tensor itself when not sharded.
+    fn reduce(&self, t: Tensor) -> Result<Tensor> {
+        match &self.shard {
+            Some(s) => s.group.sum(s.rank, &t),
+            None => Ok(t),
+        }
+    }
+
+    /// Shard `shard.rank` of `shard.world` of this model, on `device`: its share of the attention
+    /// heads (query, key and value) and of the MLP's columns, the output projections' matching
+    /// columns, and everything else whole. Head counts and the MLP width must divide by the
+    /// number of shards, and the weights must be dense.
+    pub fn shard(&self, shard: Shard, device: &Device) -> std::result::Result<Llama, EngineError> {
+        let (world, r) = (shard.world, shard.rank);
+        let (nh, nkv, f, hd) = (
+            self.cfg.num_attention_heads,
+            self.cfg.kv_heads(),
+            self.cfg.intermediate_size,
+            self.cfg.head_dim(),
+        );
+        if world == 0 || r >= world || nh % world != 0 || nkv % world != 0 || f % world != 0 {
+            return Err(EngineError::Shard {
+                world,
+                message: format!(
+                    "{nh} attention heads, {nkv} key/value heads and an MLP of {f} must each divide by the number of shards"
+                ),
+            });
+        }
+        if self.shard.is_some() {
+            return Err(EngineError::Shard {
+                world,
+                message: "the model is already a shard".into(),
+            });
+        }
+        let (lh, lkv, lf) = (nh / world, nkv / world, f / world);
+        let to = |t: &Tensor| t.to_device(device);
+        fn dense(w: &Linear, world: usize) -> std::result::Result<&Tensor, EngineError> {
+            match w {
+                Linear::Dense(w) => Ok(w),
+                Linear::Quant(_) => Err(EngineError::Shard {
+                    world,
+                    message: "tensor parallelism needs dense weights; quantized (GGUF) weights cannot be split".into(),
+                }),
+            }
+        }
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (Qkv::Fused(qkv), GateUp::Fused(gate_up)) = (&l.qkv, &l.gate_up) else {
+                return Err(EngineError::Shard {
+                    world,
+                    message: "tensor parallelism needs dense weights; quantized (GGUF) weights cannot be split".into(),
+                });
+            };
+            let qkv = Tensor::cat(
+                &[
+                    qkv.narrow(0, r * lh * hd, lh * hd)?,
+                    qkv.narrow(0, (nh + r * lkv) * hd, lkv * hd)?,
+                    qkv.narrow(0, (nh + nkv + r * lkv) * hd, lkv * hd)?,
+                ],
+                0,
+            )?;
+            let gate_up = Tensor::cat(
+                &[
+                    gate_up.narrow(0, r * lf, lf)?,
+                    gate_up.narrow(0, f + r * lf, lf)?,
+                ],
+                0,
+            )?;
+            let wo = dense(&l.wo, world)?
+                .narrow(1, r * lh * hd, lh * hd)?
+                .contiguous()?;
+            let down = dense(&l.w_down, world)?
+                .narrow(1, r * lf, lf)?
+                .contiguous()?;
+            layers.push(Layer {
+                attn_norm: to(&l.attn_norm)?,
+                qkv: Qkv::Fused(to(&qkv)?),
+                wo: Linear::Dense(to(&wo)?),
+                ffn_norm: to(&l.ffn_norm)?,
+                gate_up: GateUp::Fused(to(&gate_up)?),
+                w_down: Linear::Dense(to(&down)?),
+            });
+        }
+        let lm_head = Linear::Dense(to(dense(&self.lm_head, world)?)?);
+        Ok(Llama {
+            cfg: self.cfg.clone(),
+            embed: to(&self.embed)?,
+            layers,
+            norm: to(&self.norm)?,
+            lm_head,
+            cos: to(&self.cos)?,
+            sin: to(&self.sin)?,
+            interleaved_rope: self.interleaved_rope,
+            kernels: kernels_apply(device, self.dtype),
+            shard: Some(shard),
+            dtype: self.dtype,
+            device: device.clone(),
+        })
+    }
+
     /// Turns the engine's CUDA kernels on or off (they stay off where they do not apply), to
     /// compare the two paths in one process.
     pub fn use_kernels(&mut self, on: bool) {
@@ -288,11 +408,7 @@ impl Llama {
         offset: usize,
     ) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
+        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
         let groups = nh / nkv;
         let len = offset + t;
         let mask = mask.to_dtype(self.dtype)?;
@@ -342,9 +458,9 @@ impl Llama {
                             .reshape((b, t, nh * hd))?
                     }
                 };
-            (x, h) = self.add_norm(&x, &l.wo.forward(&y)?, &l.ffn_norm)?;
+            (x, h) = self.add_norm(&x, &self.reduce(l.wo.forward(&y)?)?, &l.ffn_norm)?;
             let next_norm = self.layers.get(i + 1).map_or(&self.norm, |n| &n.attn_norm);
-            (x, h) = self.add_norm(&x, &self.mlp(l, &h)?, next_norm)?;
+            (x, h) = self.add_norm(&x, &self.reduce(self.mlp(l, &h)?)?, next_norm)?;
         }
         let last = h.narrow(1, t - 1, 1)?.contiguous()?;
         self.lm_head

@@ -1,0 +1,170 @@
+//! Tensor-parallel shards against the unsharded model, on the CPU: the shards' threads add their
+//! partial sums through an in-process all-reduce, and must give the same logits (to float
+//! tolerance) and the same greedy tokens.
+
+use candle_core::{DType, Device, Tensor, D};
+use std::sync::Arc;
+use wattbench_engine::model::{mask, positions, KvCache, Llama};
+use wattbench_engine::parallel::{LocalGroup, Shard};
+use wattbench_engine::*;
+use wattbench_workload::hub::Hub;
+use wattbench_workload::sample::SplitMix64;
+
+/// 8 query heads over 4 key/value heads (grouped-query attention), MLP of 256.
+fn model(dir: &std::path::Path) -> LoadedModel {
+    let cfg = dir.join("config.json");
+    std::fs::write(
+        &cfg,
+        r#"{"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+            "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 320,
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-5}"#,
+    )
+    .unwrap();
+    let spec = format!("synthetic:{}", cfg.display());
+    load_model(
+        &ModelSpec::parse(&spec).unwrap(),
+        &spec,
+        &Device::Cpu,
+        DType::F32,
+        7,
+        &Hub::from_env(),
+    )
+    .unwrap()
+}
+
+fn shards(m: &Llama, world: usize) -> Vec<Llama> {
+    let group = LocalGroup::new(world);
+    (0..world)
+        .map(|rank| {
+            let shard = Shard {
+                rank,
+                world,
+                group: group.clone(),
+            };
+            m.shard(shard, &Device::Cpu).unwrap()
+        })
+        .collect()
+}
+
+/// Runs `f` on every shard in its own thread; returns each shard's result, in rank order.
+fn on_all<T: Send>(shards: &[Llama], f: impl Fn(&Llama) -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = shards.iter().map(|m| s.spawn(|| f(m))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn requests() -> Vec<Request> {
+    let mut rng = SplitMix64::new(3);
+    [9usize, 4, 13]
+        .iter()
+        .map(|&n| Request {
+            prompt: (0..n).map(|_| rng.below(320) as u32).collect(),
+            max_new_tokens: 32,
+        })
+        .collect()
+}
+
+#[test]
+fn two_and_four_shards_give_the_unsharded_logits_and_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = model(dir.path());
+    let reqs = requests();
+    let pads: Vec<usize> = reqs.iter().map(|r| 13 - r.prompt.len()).collect();
+    let flat: Vec<u32> = reqs
+        .iter()
+        .zip(&pads)
+        .flat_map(|(r, &p)| std::iter::repeat_n(0, p).chain(r.prompt.iter().copied()))
+        .collect();
+    let prefill = |m: &Llama| -> Tensor {
+        let dev = &Device::Cpu;
+        let mut cache = KvCache::new(m, 3, 16).unwrap();
+        let tokens = Tensor::from_vec(flat.clone(), (3, 13), dev).unwrap();
+        m.forward(
+            &tokens,
+            &positions(&pads, 13, 0, dev).unwrap(),
+            &mask(&pads, 13, 0, dev).unwrap(),
+            &pads,
+            &mut cache,
+            0,
+        )
+        .unwrap()
+    };
+    let params = GenerationParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    };
+    let greedy = |m: &Llama| -> Vec<Vec<u32>> {
+        generate(m, &reqs, &params, "test", None, &mut |_, _| {})
+            .unwrap()
+            .outputs
+            .into_iter()
+            .map(|o| o.tokens)
+            .collect()
+    };
+    let want_logits = prefill(&full.model);
+    let want_tokens = greedy(&full.model);
+    for world in [2, 4] {
+        let parts = shards(&full.model, world);
+        assert_eq!(parts[0].heads(), 8 / world);
+        assert_eq!(parts[0].kv_heads(), 4 / world);
+        for logits in on_all(&parts, |m| prefill(m)) {
+            let diff = (&logits - &want_logits)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(D::Minus1)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-4, "{world} shards: logits differ by {diff}");
+        }
+        for tokens in on_all(&parts, |m| greedy(m)) {
+            assert_eq!(tokens, want_tokens, "{world} shards");
+        }
+    }
+}
+
+#[test]
+fn shard_counts_that_do_not_divide_the_heads_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let full = model(dir.path());
+    let group: Arc<LocalGroup> = LocalGroup::new(3);
+    let e = full
+        .model
+        .shard(
+            Shard {
+                rank: 0,
+                world: 3,
+                group,
+            },
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("over 3 GPUs") && e.contains("8 attention heads") && e.contains("divide"),
+        "{e}"
+    );
+    let group = LocalGroup::new(8);
+    let e = full
+        .model
+        .shard(
+            Shard {
+                rank: 0,
+                world: 8,
+                group,
+            },
+            &Device::Cpu,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("4 key/value heads"), "{e}");
+}
