@@ -203,7 +203,9 @@ pub struct RunArgs {
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Preset {
     /// The paper's grid: LLaMA 7B, 13B and 65B shapes × Alpaca, GSM8K × batch 64, 128, 256, 512 ×
-    /// 256, 512, 1024 new tokens, 4,096 prompts; models larger than the GPU are recorded as infeasible
+    /// 256, 512, 1024 new tokens, 4,096 prompts; models larger than the GPU are recorded as
+    /// infeasible. Flags replace any of its lists (GSM8K's bundled test split has 1,319 prompts:
+    /// add --split train with --data-dir, --with-replacement, or a smaller --num-prompts)
     WordsToWatts,
 }
 

@@ -30,6 +30,9 @@ pub struct Grid {
     pub repeats: usize,
 }
 
+/// How errors name a preset's lists, which flags may replace.
+const PRESET: &str = "--preset";
+
 /// One point: (model, dataset, max_new_tokens, batch size).
 pub type Point<'a> = (&'a str, &'a str, u32, usize);
 
@@ -81,7 +84,8 @@ fn read(path: &Path) -> anyhow::Result<SweepFile> {
     })
 }
 
-/// One list from a flag or the file (never both), else `default`; never empty.
+/// One list from a flag or the file (never both; a preset's lists yield to flags), else
+/// `default`; never empty.
 fn pick<T: Clone>(
     flag: &str,
     key: &str,
@@ -90,6 +94,7 @@ fn pick<T: Clone>(
     source: &str,
     default: Option<Vec<T>>,
 ) -> anyhow::Result<Vec<T>> {
+    let from_file = from_file.filter(|_| source != PRESET || from_flag.is_empty());
     match (from_flag.is_empty(), from_file) {
         (false, Some(_)) => bail!("{flag} and {source} both set {key}; give one of them"),
         (false, None) => Ok(from_flag.to_vec()),
@@ -111,7 +116,7 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
     }
     let (file, source) = match (&args.config, args.preset) {
         (Some(p), _) => (read(p)?, format!("the sweep file {}", p.display())),
-        (None, Some(p)) => (preset(p), "--preset".to_string()),
+        (None, Some(p)) => (preset(p), PRESET.to_string()),
         (None, None) => (SweepFile::default(), String::new()),
     };
     let models = pick("--model", "model", &args.model, file.model, &source, None)?;
@@ -151,14 +156,17 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
     batch_sizes.dedup();
     max_new_tokens.sort_unstable();
     max_new_tokens.dedup();
+    let preset = source == PRESET;
     let num_prompts = match (args.num_prompts, file.num_prompts) {
-        (Some(_), Some(_)) => {
+        (Some(_), Some(_)) if !preset => {
             bail!("--num-prompts and {source} both set num_prompts; give one of them")
         }
         (a, b) => a.or(b).unwrap_or(4096),
     };
     let repeats = match (args.repeats, file.repeats) {
-        (Some(_), Some(_)) => bail!("--repeats and {source} both set repeats; give one of them"),
+        (Some(_), Some(_)) if !preset => {
+            bail!("--repeats and {source} both set repeats; give one of them")
+        }
         (a, b) => a.or(b).unwrap_or(1),
     };
     if num_prompts == 0 || repeats == 0 {
@@ -185,4 +193,60 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
         }
     };
     Ok(grid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn sweep(args: &[&str]) -> SweepArgs {
+        let all: Vec<&str> = ["wattbench", "sweep"].iter().chain(args).copied().collect();
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Sweep(a) => a,
+            _ => unreachable!("a sweep command parses as a sweep"),
+        }
+    }
+
+    #[test]
+    fn flags_replace_a_presets_lists_and_the_grid_is_ordered() {
+        let g = grid(&sweep(&[
+            "--preset",
+            "words-to-watts",
+            "--num-prompts",
+            "512",
+            "--batch-size",
+            "128,64,128",
+        ]))
+        .unwrap();
+        assert_eq!(g.models.len(), 3);
+        assert_eq!((g.num_prompts, g.batch_sizes.clone()), (512, vec![64, 128]));
+        assert_eq!(g.max_new_tokens, [256, 512, 1024]);
+        assert_eq!(g.name, "words-to-watts");
+        let p = g.points();
+        assert_eq!(p.len(), 3 * 2 * 3 * 2);
+        assert_eq!(p[0], ("synthetic:llama-7b", "alpaca", 256, 64));
+        assert_eq!(p[1], ("synthetic:llama-7b", "alpaca", 256, 128));
+    }
+
+    #[test]
+    fn an_unnamed_grid_gets_a_stable_name() {
+        let a = grid(&sweep(&[
+            "--model",
+            "synthetic:tiny",
+            "--batch-size",
+            "2,4",
+        ]))
+        .unwrap();
+        let b = grid(&sweep(&[
+            "--batch-size",
+            "4,2",
+            "--model",
+            "synthetic:tiny",
+        ]))
+        .unwrap();
+        assert_eq!(a.name, b.name);
+        assert!(a.name.starts_with("sweep-"));
+    }
 }

@@ -143,11 +143,15 @@ pub fn plan(
     Ok(Plan { requests, notes })
 }
 
-/// The final number of a response, as GSM8K scoring reads it: the text after the last `####`
-/// when there is one, else the last number in the text; commas and a trailing period dropped.
+/// The final number of a response, as GSM8K scoring reads it: the first number after the last
+/// `####` when there is one, else the last number in the text; thousands commas, a trailing period
+/// and a `.0` dropped.
 pub fn final_number(text: &str) -> Option<String> {
-    let tail = text.rsplit_once("####").map_or(text, |(_, t)| t);
-    let mut last = None;
+    let (tail, marked) = match text.rsplit_once("####") {
+        Some((_, t)) => (t, true),
+        None => (text, false),
+    };
+    let mut numbers = Vec::new();
     let mut cur = String::new();
     for c in tail.chars().chain(std::iter::once(' ')) {
         if c.is_ascii_digit() || (c == '-' && cur.is_empty()) || (c == '.' && !cur.is_empty()) {
@@ -155,17 +159,18 @@ pub fn final_number(text: &str) -> Option<String> {
         } else if c == ',' && !cur.is_empty() {
             continue;
         } else if !cur.is_empty() {
-            let n = cur.trim_end_matches('.').to_string();
+            let n = cur.trim_end_matches('.');
             if n.chars().any(|c| c.is_ascii_digit()) {
-                last = Some(n);
+                numbers.push(n.strip_suffix(".0").unwrap_or(n).to_string());
             }
             cur.clear();
         }
     }
-    last.map(|n| {
-        let n = n.strip_suffix(".0").unwrap_or(&n).to_string();
-        n
-    })
+    if marked {
+        numbers.into_iter().next()
+    } else {
+        numbers.pop()
+    }
 }
 
 #[cfg(test)]
@@ -188,5 +193,9 @@ mod tests {
         );
         assert_eq!(final_number("answer: 18.0").as_deref(), Some("18"));
         assert_eq!(final_number("no numbers here"), None);
+        assert_eq!(
+            final_number("#### 72 dollars, then 5 more").as_deref(),
+            Some("72")
+        );
     }
 }
