@@ -76,3 +76,32 @@ pub fn device_name(device: &Device) -> String {
         candle_core::DeviceLocation::Cpu => "cpu".into(),
     }
 }
+
+/// CUDA devices `cuda:N` for each of `indices`, each with a stream of its own (what NCCL needs
+/// to run a collective beside candle's work), set up as [`parse_device`] sets them up.
+pub fn cuda_devices(indices: &[usize]) -> Result<Vec<Device>, EngineError> {
+    if !cfg!(feature = "cuda") {
+        return Err(EngineError::FeatureMissing {
+            device: format!("--gpus {indices:?}"),
+            feature: "cuda",
+        });
+    }
+    indices
+        .iter()
+        .map(|&i| {
+            let name = format!("cuda:{i}");
+            let device = Device::new_cuda_with_stream(i).map_err(|e| EngineError::Device {
+                device: name.clone(),
+                message: e.to_string(),
+            })?;
+            #[cfg(feature = "cuda")]
+            if let Device::Cuda(d) = &device {
+                crate::cuda::prepare(d).map_err(|e| EngineError::Device {
+                    device: name.clone(),
+                    message: e.to_string(),
+                })?;
+            }
+            Ok(device)
+        })
+        .collect()
+}

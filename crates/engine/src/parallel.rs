@@ -6,6 +6,9 @@
 //! process (any device candle supports), which is how the sharding is checked against the
 //! unsharded model on a machine without GPUs.
 
+use crate::error::EngineError;
+use crate::generate::{generate, BatchResult, GenerationParams, Request};
+use crate::model::Llama;
 use candle_core::{Result, Tensor};
 use std::sync::{Arc, Barrier, Mutex};
 
@@ -77,4 +80,58 @@ impl AllReduce for LocalGroup {
         self.barrier.wait();
         out
     }
+}
+
+/// Generates one batch on every shard at once, one thread each (the shards meet in their
+/// all-reduces), and returns the first shard's result: every shard samples the same tokens from
+/// the same logits. `on_token` sees the first shard's tokens.
+///
+/// A shard that fails before its first all-reduce of a step (allocating its cache, say) leaves
+/// the others waiting for it; the shards allocate the same sizes, so they fail together.
+pub fn generate_sharded(
+    shards: &[&Llama],
+    requests: &[Request],
+    params: &GenerationParams,
+    model_name: &str,
+    memory_bytes: Option<u64>,
+    on_token: &mut dyn FnMut(usize, u32),
+) -> std::result::Result<BatchResult, EngineError> {
+    let (first, rest) = shards.split_first().ok_or_else(|| EngineError::Shard {
+        world: 0,
+        message: "no shards to run".into(),
+    })?;
+    std::thread::scope(|s| {
+        let others: Vec<_> = rest
+            .iter()
+            .map(|m| {
+                s.spawn(move || {
+                    generate(
+                        m,
+                        requests,
+                        params,
+                        model_name,
+                        memory_bytes,
+                        &mut |_, _| {},
+                    )
+                })
+            })
+            .collect();
+        let mine = generate(first, requests, params, model_name, memory_bytes, on_token);
+        let theirs: Vec<_> = others
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::Shard {
+                        world: shards.len(),
+                        message: "a shard's thread panicked".into(),
+                    })
+                })
+            })
+            .collect();
+        let r = mine?;
+        for t in theirs {
+            t?;
+        }
+        Ok(r)
+    })
 }

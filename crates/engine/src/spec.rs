@@ -90,9 +90,78 @@ impl ModelSpec {
 /// A model ready to generate, with its tokenizer when it has one.
 pub struct LoadedModel {
     pub name: String,
+    /// The model, or its first shard when it is split over several devices.
     pub model: Llama,
+    /// The other shards, in rank order; empty for a model on one device.
+    pub shards: Vec<Llama>,
     pub tokenizer: Option<Tokenizer>,
     pub synthetic: bool,
+}
+
+impl LoadedModel {
+    /// Devices the model runs on (one per shard).
+    pub fn devices(&self) -> usize {
+        1 + self.shards.len()
+    }
+
+    /// Generates one batch: on the model's device, or on every shard at once.
+    pub fn generate(
+        &self,
+        requests: &[crate::Request],
+        params: &crate::GenerationParams,
+        memory_bytes: Option<u64>,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<crate::BatchResult, EngineError> {
+        if self.shards.is_empty() {
+            return crate::generate(
+                &self.model,
+                requests,
+                params,
+                &self.name,
+                memory_bytes,
+                on_token,
+            );
+        }
+        let all: Vec<&Llama> = std::iter::once(&self.model).chain(&self.shards).collect();
+        crate::parallel::generate_sharded(
+            &all,
+            requests,
+            params,
+            &self.name,
+            memory_bytes,
+            on_token,
+        )
+    }
+
+    /// Splits the model (loaded on the CPU) over `devices`, one shard each, with `group` adding
+    /// up the shards' partial sums.
+    pub fn split(
+        self,
+        devices: &[Device],
+        group: std::sync::Arc<dyn crate::parallel::AllReduce>,
+    ) -> Result<LoadedModel, EngineError> {
+        let world = devices.len();
+        let mut shards = Vec::with_capacity(world);
+        for (rank, d) in devices.iter().enumerate() {
+            let shard = crate::parallel::Shard {
+                rank,
+                world,
+                group: group.clone(),
+            };
+            shards.push(self.model.shard(shard, d)?);
+        }
+        for d in devices {
+            d.synchronize()?;
+        }
+        let model = shards.remove(0);
+        Ok(LoadedModel {
+            name: self.name,
+            model,
+            shards,
+            tokenizer: self.tokenizer,
+            synthetic: self.synthetic,
+        })
+    }
 }
 
 fn folder_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, EngineError> {
@@ -185,6 +254,7 @@ pub fn load_model(
     Ok(LoadedModel {
         name: name.to_string(),
         model,
+        shards: Vec::new(),
         tokenizer,
         synthetic: spec.is_synthetic(),
     })

@@ -15,6 +15,8 @@
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
 //!
+//! `--gpus N` (with the `nccl` feature) splits the model over GPUs 0..N, tensor-parallel.
+//!
 //! cargo run --release --features cuda -p wattbench-engine --example engine_bench -- \
 //!     --model synthetic:llama-7b --device cuda --batch 64,256
 
@@ -52,7 +54,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 pub(crate) type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
 
-/// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded.
+/// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded; with `--gpus N`
+/// (N > 1), loaded on the CPU and split over GPUs 0..N with NCCL.
 pub(crate) fn load(
     args: &[String],
     model: &str,
@@ -60,16 +63,30 @@ pub(crate) fn load(
     dtype: &str,
 ) -> Result<Loaded, Box<dyn std::error::Error>> {
     let model = arg(args, "--model", model);
+    let gpus: usize = arg(args, "--gpus", "1").parse()?;
     let device = parse_device(&arg(args, "--device", device))?;
     let dtype = parse_dtype(&arg(args, "--dtype", dtype), &device)?;
-    let loaded = load_model(
-        &ModelSpec::parse(&model)?,
-        &model,
-        &device,
-        dtype,
-        0,
-        &Hub::from_env(),
-    )?;
+    let spec = ModelSpec::parse(&model)?;
+    if gpus > 1 {
+        #[cfg(feature = "nccl")]
+        {
+            let devices = wattbench_engine::device::cuda_devices(&(0..gpus).collect::<Vec<_>>())?;
+            let full = load_model(
+                &spec,
+                &model,
+                &candle_core::Device::Cpu,
+                dtype,
+                0,
+                &Hub::from_env(),
+            )?;
+            let group = wattbench_engine::cuda::nccl::NcclGroup::new(&devices)?;
+            let loaded = full.split(&devices, group)?;
+            return Ok((model, devices[0].clone(), dtype, loaded));
+        }
+        #[cfg(not(feature = "nccl"))]
+        return Err("--gpus needs a build with the nccl feature (--features nccl)".into());
+    }
+    let loaded = load_model(&spec, &model, &device, dtype, 0, &Hub::from_env())?;
     Ok((model, device, dtype, loaded))
 }
 
@@ -92,11 +109,11 @@ fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         ignore_eos: true,
         eos_ids: vec![],
     };
-    let r = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {})?;
+    let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
     let tokens: Vec<&Vec<u32>> = r.outputs.iter().map(|o| &o.tokens).collect();
     println!(
         "{}",
-        serde_json::json!({ "model": model, "device": format!("{:?}", device.location()), "dtype": format!("{dtype:?}"), "tokens": tokens })
+        serde_json::json!({ "model": model, "device": format!("{:?}", device.location()), "gpus": loaded.devices(), "dtype": format!("{dtype:?}"), "tokens": tokens })
     );
     Ok(())
 }
@@ -117,7 +134,10 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
     let mut sensors = SensorSet::open(&specs)?;
     if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
-        sensors.select(&[gpu_id.to_string()])?;
+        let used: Vec<String> = (gpu_id..gpu_id + loaded.devices())
+            .map(|i| i.to_string())
+            .collect();
+        sensors.select(&used)?;
     }
     let vocab = loaded.model.cfg.vocab_size as u64;
     let params = GenerationParams {
@@ -140,7 +160,7 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             })
             .collect();
         let w = Instant::now();
-        if let Err(e) = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {}) {
+        if let Err(e) = loaded.generate(&reqs, &params, None, &mut |_, _| {}) {
             println!(
                 "{}",
                 serde_json::json!({ "model": model, "batch": b, "error": e.to_string() })
@@ -149,12 +169,17 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         }
         let warmup_s = w.elapsed().as_secs_f64();
         let t0 = sampler.mark();
-        let r = generate(&loaded.model, &reqs, &params, &model, None, &mut |_, _| {})?;
+        let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
         let t1 = sampler.mark();
         let secs = t1 - t0;
         let toks: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
         let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
         let d0 = s.devices.first();
+        let per_gpu: Vec<_> = s
+            .devices
+            .iter()
+            .map(|d| serde_json::json!({ "device": d.info.id, "energy_j": d.energy_j, "watts": d.avg_power_w, "sm_util_pct": d.mean_sm_util_pct, "max_mem_used_bytes": d.max_mem_used_bytes }))
+            .collect();
         println!(
             "{}",
             serde_json::json!({
@@ -181,6 +206,8 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 "energy_method": d0.and_then(|d| d.energy_method),
                 "mean_sm_util_pct": d0.and_then(|d| d.mean_sm_util_pct),
                 "max_mem_used_bytes": d0.and_then(|d| d.max_mem_used_bytes),
+                "gpus": loaded.devices(),
+                "per_gpu": per_gpu,
                 "warnings": s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
             })
         );

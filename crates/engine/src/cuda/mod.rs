@@ -8,6 +8,8 @@
 
 pub mod attention;
 pub mod layer;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod sample;
 
 use candle_core::cuda::{CudaDevice, WrapErr};
