@@ -196,6 +196,17 @@ pub struct RunArgs {
     /// Times to run the whole configuration; figures are means with 95% confidence intervals [default: 1; 3 without --model]
     #[arg(long, value_name = "N")]
     pub repeats: Option<usize>,
+    /// Split the model over these GPUs, tensor-parallel (a build with the `nccl` feature)
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        conflicts_with = "tensor_parallel"
+    )]
+    pub gpus: Vec<usize>,
+    /// Split the model over the first N GPUs, tensor-parallel (the same as --gpus 0,..,N-1)
+    #[arg(long, value_name = "N")]
+    pub tensor_parallel: Option<usize>,
     #[command(flatten)]
     pub settings: RunSettings,
 }

@@ -25,3 +25,39 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     }
     Ok(m)
 }
+
+/// Loads the model whole on the CPU and splits it over the GPUs `gpus`, tensor-parallel with
+/// NCCL (the `nccl` feature).
+pub fn load_split(args: &ModelArgs, gpus: &[usize]) -> anyhow::Result<LoadedModel> {
+    let mut seen = gpus.to_vec();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != gpus.len() {
+        anyhow::bail!("--gpus {gpus:?} names a GPU twice; list each GPU once");
+    }
+    #[cfg(feature = "nccl")]
+    {
+        let devices = wattbench_engine::device::cuda_devices(gpus)?;
+        let dtype = parse_dtype(&args.dtype, &devices[0])?;
+        let spec = ModelSpec::parse(&args.model)?;
+        let whole = load_model(
+            &spec,
+            &args.model,
+            &candle_core::Device::Cpu,
+            dtype,
+            args.weights_seed,
+            &Hub::from_env(),
+        )?;
+        let group =
+            wattbench_engine::cuda::nccl::NcclGroup::new(&devices).context("starting NCCL")?;
+        Ok(whole.split(&devices, group)?)
+    }
+    #[cfg(not(feature = "nccl"))]
+    {
+        let _ = args;
+        anyhow::bail!(
+            "--gpus {gpus:?} splits the model over several GPUs, which needs a wattbench built with the `nccl` feature; \
+             rebuild with `cargo build --release --features nccl`"
+        )
+    }
+}

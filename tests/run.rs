@@ -162,6 +162,13 @@ fn bad_run_flags_name_the_flag_and_the_fix() {
         (&["--dataset", "nope"], "nope"),
         (&["--model", "synthetic:llama-9b"], "llama-7b"),
         (&["--max-new-tokens", "4000"], "context of 2048"),
+        (&["--gpus", "0,1"], "--features nccl"),
+        (&["--gpus", "0,0"], "names a GPU twice"),
+        (&["--tensor-parallel", "0"], "at least 1"),
+        (
+            &["--gpus", "0,1", "--tensor-parallel", "2"],
+            "cannot be used with",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["run", "--sensor", "fake:1", "--num-prompts", "2"];

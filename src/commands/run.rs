@@ -14,7 +14,24 @@ const QUICK_GPU: (usize, usize, u32, usize) = (512, 64, 128, 3);
 const PAPER: (usize, usize, u32, usize) = (4096, 64, 256, 1);
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let device = resolve_device(&args.settings.device);
+    let gpus: Vec<usize> = match args.tensor_parallel {
+        Some(0) => anyhow::bail!("--tensor-parallel must be at least 1"),
+        Some(n) => (0..n).collect(),
+        None => args.gpus.clone(),
+    };
+    let device = if gpus.len() > 1 {
+        format!(
+            "cuda:{}",
+            gpus.iter()
+                .map(|g| g.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    } else if let [g] = gpus.as_slice() {
+        format!("cuda:{g}")
+    } else {
+        resolve_device(&args.settings.device)
+    };
     let (d_prompts, d_batch, d_new, d_repeats) = match (&args.model, device.starts_with("cuda")) {
         (Some(_), _) => PAPER,
         (None, false) => QUICK_CPU,
@@ -41,12 +58,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::prompts::spec(&args.dataset)?;
 
     let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &device)?;
-    let (loaded, tokenizer) = setup::model(settings, &model, &device)?;
+    let (loaded, tokenizer) = setup::model(settings, &model, &device, &gpus)?;
     let ds = setup::dataset(settings, &args.dataset, num_prompts, Some(&tokenizer))?;
     let config = setup::config(
         settings,
         &model,
         &device,
+        &gpus,
         &args.dataset,
         num_prompts,
         batch_size,

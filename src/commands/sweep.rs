@@ -71,7 +71,17 @@ fn sweep(
         .ok()
         .and_then(|d| wattbench_engine::device::memory_bytes(&d));
     let config = |m: &str, d: &str, n: u32, b: usize| {
-        setup::config(settings, m, device, d, grid.num_prompts, b, n, grid.repeats)
+        setup::config(
+            settings,
+            m,
+            device,
+            &[],
+            d,
+            grid.num_prompts,
+            b,
+            n,
+            grid.repeats,
+        )
     };
     let all_done = |m: &str, d: &str, n: u32, b: usize| {
         let key = config(m, d, n, b).key();
@@ -113,7 +123,7 @@ fn sweep(
             }
         }
         eprintln!("loading {model} on {device}");
-        let (loaded, tokenizer) = match setup::model(settings, model, device) {
+        let (loaded, tokenizer) = match setup::model(settings, model, device, &[]) {
             Ok(m) => m,
             Err(e)
                 if e.downcast_ref::<EngineError>()
@@ -288,7 +298,7 @@ fn find_max_batch(grid: &Grid, args: &SweepArgs, device: &str) -> anyhow::Result
     let mut found = Vec::new();
     for model in &grid.models {
         eprintln!("loading {model} on {device}");
-        let (loaded, tokenizer) = setup::model(settings, model, device)?;
+        let (loaded, tokenizer) = setup::model(settings, model, device, &[])?;
         let limits = ModelLimits {
             vocab: loaded.model.cfg.vocab_size,
             context: loaded.model.cfg.max_position_embeddings,
@@ -304,7 +314,7 @@ fn find_max_batch(grid: &Grid, args: &SweepArgs, device: &str) -> anyhow::Result
         for d in &grid.datasets {
             let ds = setup::dataset(settings, d, grid.num_prompts, Some(&tokenizer))?;
             for &n in &grid.max_new_tokens {
-                let cfg = setup::config(settings, model, device, d, grid.num_prompts, 1, n, 1);
+                let cfg = setup::config(settings, model, device, &[], d, grid.num_prompts, 1, n, 1);
                 let plan = plan::plan(&ds, &tokenizer, &cfg, &limits)?;
                 let s = maxbatch::search(&loaded, model, &plan, &params, grid.num_prompts)?;
                 rows.push(vec![

@@ -12,7 +12,7 @@ use wattbench_core::{
     summarize, BatchRecord, DeviceInfo, Measurement, RequestRecord, RunConfig, RunRecord,
     RunStatus, SamplerStats, Timeline, Warning,
 };
-use wattbench_engine::{generate, EngineError, GenerationParams, LoadedModel, Request};
+use wattbench_engine::{EngineError, GenerationParams, LoadedModel, Request};
 use wattbench_meter::{Sampler, SensorSet};
 use wattbench_workload::{gsm8k_final_answer, words_paper, Tokenizer};
 
@@ -82,16 +82,10 @@ pub fn warm_up(ctx: &Context<'_>) -> Result<f64, EngineError> {
     );
     for (i, batch) in ctx.plan.batches(ctx.config.batch_size).take(n).enumerate() {
         ctx.progress.batch.store(i, Ordering::Relaxed);
-        generate(
-            &ctx.model.model,
-            &requests(batch),
-            &ctx.params,
-            &ctx.config.model,
-            None,
-            &mut |_, _| {
+        ctx.model
+            .generate(&requests(batch), &ctx.params, None, &mut |_, _| {
                 ctx.progress.tokens.fetch_add(1, Ordering::Relaxed);
-            },
-        )?;
+            })?;
     }
     Ok(t.elapsed().as_secs_f64())
 }
@@ -172,16 +166,9 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
         ctx.progress.batch.store(i, Ordering::Relaxed);
         let reqs = requests(batch);
         let t0 = ctx.sampler.mark();
-        let r = generate(
-            &ctx.model.model,
-            &reqs,
-            &ctx.params,
-            &cfg.model,
-            None,
-            &mut |_, _| {
-                ctx.progress.tokens.fetch_add(1, Ordering::Relaxed);
-            },
-        );
+        let r = ctx.model.generate(&reqs, &ctx.params, None, &mut |_, _| {
+            ctx.progress.tokens.fetch_add(1, Ordering::Relaxed);
+        });
         let t1 = ctx.sampler.mark();
         match r {
             Ok(r) => done.push((t0, t1, r)),

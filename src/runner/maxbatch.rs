@@ -20,6 +20,9 @@ pub fn search(
     params: &GenerationParams,
     limit: usize,
 ) -> anyhow::Result<Search> {
+    if model.devices() > 1 {
+        anyhow::bail!("--find-max-batch probes one GPU; drop --gpus");
+    }
     let mut longest: Vec<&super::plan::PlannedRequest> = plan.requests.iter().collect();
     longest.sort_by_key(|r| std::cmp::Reverse(r.prompt.len() + r.max_new_tokens as usize));
     if longest.is_empty() {

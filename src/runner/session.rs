@@ -56,10 +56,14 @@ impl Session {
         let store = Store::open(&db_path)?;
         let mut sensors = meters::open(sensor)?;
         if let Some(gpu) = device.strip_prefix("cuda") {
-            let index = gpu.strip_prefix(':').unwrap_or("0").to_string();
+            // The GPUs the model runs on (`cuda`, `cuda:N` or `cuda:N,M,..`), not the others.
+            let used: Vec<String> = match gpu.strip_prefix(':') {
+                Some(list) => list.split(',').map(String::from).collect(),
+                None => vec!["0".into()],
+            };
             let gpus = sensors.devices().iter().any(|d| d.kind == DeviceKind::Gpu);
             if sensor.devices.is_empty() && gpus {
-                sensors.select(&[index])?;
+                sensors.select(&used)?;
             }
         }
         let devices = sensors.devices().to_vec();

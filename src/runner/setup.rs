@@ -41,20 +41,27 @@ pub fn positive(flag: &str, value: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The model on `device`, and the tokenizer of its prompts: `--tokenizer`, else the model's own,
-/// else the byte tokenizer (for models with random weights, which have none).
+/// The model on `device`, or split over `gpus` when they are several, and the tokenizer of its
+/// prompts: `--tokenizer`, else the model's own, else the byte tokenizer (for models with random
+/// weights, which have none).
 pub fn model(
     settings: &RunSettings,
     model: &str,
     device: &str,
+    gpus: &[usize],
 ) -> anyhow::Result<(LoadedModel, Tokenizer)> {
-    let mut loaded = engine::load(&ModelArgs {
+    let args = ModelArgs {
         model: model.to_string(),
         device: device.to_string(),
         dtype: settings.dtype.clone(),
         weights_seed: settings.weights_seed,
         tokenizer: None,
-    })?;
+    };
+    let mut loaded = if gpus.len() > 1 {
+        engine::load_split(&args, gpus)?
+    } else {
+        engine::load(&args)?
+    };
     let tokenizer = match (&settings.data.tokenizer, loaded.tokenizer.take()) {
         (Some(t), _) => Tokenizer::load(t).context("--tokenizer")?,
         (None, Some(t)) => t,
@@ -90,6 +97,7 @@ pub fn config(
     settings: &RunSettings,
     model: &str,
     device: &str,
+    gpus: &[usize],
     dataset: &str,
     num_prompts: usize,
     batch_size: usize,
@@ -113,6 +121,11 @@ pub fn config(
         seed: settings.sampling.seed,
         ignore_eos: settings.sampling.ignore_eos,
         device: device.to_string(),
+        gpus: if gpus.len() > 1 {
+            gpus.to_vec()
+        } else {
+            Vec::new()
+        },
         dtype: match settings.dtype.as_str() {
             "auto" if device == "cpu" => "f32".into(),
             "auto" => "bf16".into(),

@@ -23,6 +23,9 @@ pub struct RunConfig {
     pub seed: u64,
     pub ignore_eos: bool,
     pub device: String,
+    /// The GPUs a tensor-parallel run is split over (empty: the one `device`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<usize>,
     pub dtype: String,
     pub weights_seed: u64,
     /// `--tokenizer` as given, or `model`: the model's own (the byte tokenizer for models with
@@ -270,6 +273,7 @@ mod tests {
             seed: 0,
             ignore_eos: true,
             device: "cpu".into(),
+            gpus: vec![],
             dtype: "f32".into(),
             weights_seed: 0,
             tokenizer: "bytes".into(),

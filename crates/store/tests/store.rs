@@ -189,6 +189,7 @@ fn run_record(status: RunStatus) -> RunRecord {
         seed: 0,
         ignore_eos: true,
         device: "cpu".into(),
+        gpus: vec![],
         dtype: "f32".into(),
         weights_seed: 0,
         tokenizer: "bytes".into(),
