@@ -168,3 +168,42 @@ fn shard_counts_that_do_not_divide_the_heads_are_refused() {
         .to_string();
     assert!(e.contains("4 key/value heads"), "{e}");
 }
+
+#[test]
+fn a_model_split_over_shards_generates_the_unsharded_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let reqs = requests();
+    let params = GenerationParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: 11,
+        ignore_eos: true,
+        eos_ids: vec![],
+    };
+    let whole = model(dir.path());
+    let mut streamed = 0;
+    let want = whole
+        .generate(&reqs, &params, None, &mut |_, _| streamed += 1)
+        .unwrap();
+    assert_eq!(streamed, 3 * 32);
+    let split = model(dir.path())
+        .split(&[Device::Cpu, Device::Cpu], LocalGroup::new(2))
+        .unwrap();
+    assert_eq!(split.devices(), 2);
+    let mut streamed = 0;
+    let got = split
+        .generate(&reqs, &params, None, &mut |_, _| streamed += 1)
+        .unwrap();
+    assert_eq!(streamed, 3 * 32, "the first shard streams every token once");
+    let tokens = |r: &BatchResult| {
+        r.outputs
+            .iter()
+            .map(|o| o.tokens.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        tokens(&got),
+        tokens(&want),
+        "sampled tokens, temperature 0.8"
+    );
+}
