@@ -240,6 +240,9 @@ pub struct SweepArgs {
     /// Maximum generation lengths, comma-separated [default: 256]
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub max_new_tokens: Vec<u32>,
+    /// Shard counts, comma-separated: each model split over GPUs 0..N (a build with the `nccl` feature) [default: 1]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub gpus: Vec<usize>,
     /// Prompts drawn from each dataset [default: 4096]
     #[arg(long, value_name = "N")]
     pub num_prompts: Option<usize>,

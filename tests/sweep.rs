@@ -202,6 +202,18 @@ fn bad_sweeps_are_refused_with_the_reason_and_nothing_is_lost() {
             &["--preset", "words-to-watts", "--device", "cpu"],
             "sized for GPUs",
         ),
+        (
+            &[
+                "--model",
+                "synthetic:tiny",
+                "--gpus",
+                "1,2",
+                "--device",
+                "cpu",
+            ],
+            "splits models over GPUs",
+        ),
+        (&["--model", "synthetic:tiny", "--gpus", "0"], "at least 1"),
     ];
     for (args, want) in cases {
         let o = run_in(

@@ -35,6 +35,9 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
         ModelSpec::parse(m)?;
     }
     let device = resolve_device(&settings.device);
+    if grid.gpus.iter().any(|&g| g > 1) && !device.starts_with("cuda") {
+        bail!("--gpus {:?} splits models over GPUs, and this sweep is on {device}; pass --device cuda", grid.gpus);
+    }
     if args.preset.is_some() && !device.starts_with("cuda") {
         bail!("--preset words-to-watts is sized for GPUs, and this run is on {device}; pass --device cuda (with a CUDA build), or give the lists yourself");
     }
@@ -43,7 +46,15 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     for d in grid.datasets.iter().filter(|d| !d.starts_with("synthetic")) {
         setup::dataset(settings, d, grid.num_prompts, None)?;
     }
-    let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &device)?;
+    // The sensors cover every GPU a point may use; each point counts only its own.
+    let most = grid.gpus.iter().copied().max().unwrap_or(1);
+    let sensed = if most > 1 {
+        let list: Vec<String> = (0..most).map(|i| i.to_string()).collect();
+        format!("cuda:{}", list.join(","))
+    } else {
+        device.clone()
+    };
+    let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &sensed)?;
     let result = if args.find_max_batch {
         find_max_batch(&grid, &args, &device)
     } else {
@@ -70,12 +81,22 @@ fn sweep(
     let memory = wattbench_engine::device::parse_device(device)
         .ok()
         .and_then(|d| wattbench_engine::device::memory_bytes(&d));
-    let config = |m: &str, d: &str, n: u32, b: usize| {
+    // GPUs 0..g of a point on g GPUs, and its device: `device` for one GPU, `cuda:0,1,..` else.
+    let on = |g: usize| -> (Vec<usize>, String) {
+        if g > 1 {
+            let list: Vec<String> = (0..g).map(|i| i.to_string()).collect();
+            ((0..g).collect(), format!("cuda:{}", list.join(",")))
+        } else {
+            (Vec::new(), device.to_string())
+        }
+    };
+    let config = |g: usize, m: &str, d: &str, n: u32, b: usize| {
+        let (gpus, dev) = on(g);
         setup::config(
             settings,
             m,
-            device,
-            &[],
+            &dev,
+            &gpus,
             d,
             grid.num_prompts,
             b,
@@ -83,47 +104,52 @@ fn sweep(
             grid.repeats,
         )
     };
-    let all_done = |m: &str, d: &str, n: u32, b: usize| {
-        let key = config(m, d, n, b).key();
+    let all_done = |g: usize, m: &str, d: &str, n: u32, b: usize| {
+        let key = config(g, m, d, n, b).key();
         (0..grid.repeats).all(|r| done.contains(&key, r))
     };
     let mut points: Vec<PointRow> = Vec::new();
     let mut failures = 0;
     let sweep_name = Some(grid.name.clone());
-    'models: for model in &grid.models {
+    'models: for (model, g) in grid
+        .models
+        .iter()
+        .flat_map(|m| grid.gpus.iter().map(move |&g| (m, g)))
+    {
         let mine: Vec<_> = grid.points().into_iter().filter(|p| p.0 == model).collect();
         let todo: Vec<_> = mine
             .iter()
-            .filter(|p| !all_done(p.0, p.1, p.2, p.3))
+            .filter(|p| !all_done(g, p.0, p.1, p.2, p.3))
             .collect();
-        for p in mine.iter().filter(|p| all_done(p.0, p.1, p.2, p.3)) {
-            points.push((p.0.into(), p.1.into(), p.2, p.3, Vec::new(), true));
+        for p in mine.iter().filter(|p| all_done(g, p.0, p.1, p.2, p.3)) {
+            points.push((p.0.into(), g, p.1.into(), p.2, p.3, Vec::new(), true));
         }
         if todo.is_empty() {
             continue;
         }
-        let dtype = config(model, "", 1, 1).dtype;
+        let (gpus, dev) = on(g);
+        let dtype = config(g, model, "", 1, 1).dtype;
         if let (Some(w), Some(mem)) = (weight_bytes(model, &dtype), memory) {
-            if w as f64 > 0.95 * mem as f64 {
+            if w as f64 > 0.95 * mem as f64 * g as f64 {
                 let reason = format!(
-                    "the weights alone take {:.1} GB in {dtype} and {device} has {:.1} GB; shard the model over several GPUs",
+                    "the weights alone take {:.1} GB in {dtype} and {g} GPU(s) of {:.1} GB do not hold them; shard the model over more GPUs",
                     w as f64 / 1e9,
                     mem as f64 / 1e9
                 );
                 for p in todo {
                     let r = session.record_infeasible(
-                        &config(p.0, p.1, p.2, p.3),
+                        &config(g, p.0, p.1, p.2, p.3),
                         sweep_name.clone(),
                         reason.clone(),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], false));
+                    points.push((p.0.into(), g, p.1.into(), p.2, p.3, vec![r], false));
                 }
                 continue;
             }
         }
-        eprintln!("loading {model} on {device}");
-        let (loaded, tokenizer) = match setup::model(settings, model, device, &[]) {
+        eprintln!("loading {model} on {dev}");
+        let (loaded, tokenizer) = match setup::model(settings, model, &dev, &gpus) {
             Ok(m) => m,
             Err(e)
                 if e.downcast_ref::<EngineError>()
@@ -131,12 +157,12 @@ fn sweep(
             {
                 for p in todo {
                     let r = session.record_infeasible(
-                        &config(p.0, p.1, p.2, p.3),
+                        &config(g, p.0, p.1, p.2, p.3),
                         sweep_name.clone(),
                         format!("loading the model: {e}"),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), p.1.into(), p.2, p.3, vec![r], false));
+                    points.push((p.0.into(), g, p.1.into(), p.2, p.3, vec![r], false));
                 }
                 continue;
             }
@@ -148,7 +174,7 @@ fn sweep(
             Default::default();
         for p in todo {
             let (m, d, n, b) = (p.0, p.1, p.2, p.3);
-            let cfg = config(m, d, n, b);
+            let cfg = config(g, m, d, n, b);
             if let Some((small, why)) = too_big.get(&(d.to_string(), n)) {
                 let r = session.record_infeasible(
                     &cfg,
@@ -156,7 +182,7 @@ fn sweep(
                     format!("batch {small} could not run either ({why})"),
                     Vec::new(),
                 );
-                points.push((m.into(), d.into(), n, b, vec![r], false));
+                points.push((m.into(), g, d.into(), n, b, vec![r], false));
                 continue;
             }
             if !datasets.contains_key(d) {
@@ -165,7 +191,7 @@ fn sweep(
                     setup::dataset(settings, d, grid.num_prompts, Some(&tokenizer))?,
                 );
             }
-            eprintln!("{m} · {d} · {n} new tokens · batch {b}");
+            eprintln!("{m} · {dev} · {d} · {n} new tokens · batch {b}");
             let result = session.run_point(
                 &loaded,
                 &tokenizer,
@@ -190,7 +216,7 @@ fn sweep(
                     eprintln!("error: {m} · {d} · {n} · batch {b}: {e:#}");
                 }
             }
-            points.push((m.into(), d.into(), n, b, result.repeats, false));
+            points.push((m.into(), g, d.into(), n, b, result.repeats, false));
             if session.interrupted() {
                 eprintln!("interrupted: rerun the same command to finish the sweep");
                 break 'models;
@@ -205,8 +231,8 @@ fn sweep(
     })
 }
 
-/// (model, dataset, max new tokens, batch size, repeats run now, done before this sweep).
-type PointRow = (String, String, u32, usize, Vec<Repeat>, bool);
+/// (model, GPUs, dataset, max new tokens, batch size, repeats run now, done before this sweep).
+type PointRow = (String, usize, String, u32, usize, Vec<Repeat>, bool);
 
 fn print_sweep(
     grid: &Grid,
@@ -217,12 +243,12 @@ fn print_sweep(
     if as_json {
         let list: Vec<_> = points
             .iter()
-            .map(|(m, d, n, b, repeats, done_before)| {
+            .map(|(m, g, d, n, b, repeats, done_before)| {
                 let mut v = summary::to_json(repeats, db);
                 if let Some(o) = v.as_object_mut() {
                     o.insert(
                         "point".into(),
-                        json!({ "model": m, "dataset": d, "max_new_tokens": n, "batch_size": b }),
+                        json!({ "model": m, "gpus": g, "dataset": d, "max_new_tokens": n, "batch_size": b }),
                     );
                     o.insert("skipped".into(), json!(*done_before));
                 }
@@ -237,7 +263,7 @@ fn print_sweep(
     }
     let rows: Vec<Vec<String>> = points
         .iter()
-        .map(|(m, d, n, b, repeats, done_before)| {
+        .map(|(m, g, d, n, b, repeats, done_before)| {
             let status = if *done_before {
                 "done before".to_string()
             } else {
@@ -256,6 +282,7 @@ fn print_sweep(
             };
             vec![
                 m.clone(),
+                g.to_string(),
                 d.clone(),
                 n.to_string(),
                 b.to_string(),
@@ -271,19 +298,19 @@ fn print_sweep(
         "sweep {}\n\n{}\n\nstored in {} (rerun the same command to resume; `wattbench report` draws the figures)",
         grid.name,
         ui::table(
-            &["model", "dataset", "max new", "batch", "status", "tok/s", "W", "J/token", "J/response"],
+            &["model", "GPUs", "dataset", "max new", "batch", "status", "tok/s", "W", "J/token", "J/response"],
             &rows,
-            2
+            1
         ),
         db.display()
     );
-    for (m, d, n, b, repeats, _) in points {
+    for (m, g, d, n, b, repeats, _) in points {
         for r in repeats
             .iter()
             .filter(|r| r.record.status != RunStatus::Complete)
         {
             println!(
-                "  {m} · {d} · {n} · batch {b}: {} ({})",
+                "  {m} · {g} GPU(s) · {d} · {n} · batch {b}: {} ({})",
                 r.record.status.as_str(),
                 r.record.reason.as_deref().unwrap_or("")
             );

@@ -120,9 +120,12 @@ pub fn infeasible_record(
     }
 }
 
-/// The timeline cut to `[t0, t1]`, keeping one reading on each side for interpolation.
-fn crop(t: &Timeline, t0: f64, t1: f64) -> Timeline {
+/// The timeline of `devices` cut to `[t0, t1]`, keeping one reading on each side for
+/// interpolation.
+fn crop(t: &Timeline, devices: &[DeviceInfo], t0: f64, t1: f64) -> Timeline {
     let mut out = t.clone();
+    out.series
+        .retain(|s| devices.iter().any(|d| d.id == s.device_id));
     for s in &mut out.series {
         let first = s.points.iter().rposition(|p| p.t_s <= t0).unwrap_or(0);
         let last = s
@@ -256,7 +259,7 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
         let s = summarize(ctx.devices, &timeline, w0, w1, None);
         let mut warnings = ctx.warnings.clone();
         warnings.extend(s.warnings);
-        let cropped = crop(&timeline, w0, w1);
+        let cropped = crop(&timeline, ctx.devices, w0, w1);
         let samples = cropped.series.first().map_or(0, |s| s.points.len() as u64);
         Measurement {
             id: None,

@@ -14,6 +14,8 @@ pub struct SweepFile {
     pub dataset: Option<Vec<String>>,
     pub batch_size: Option<Vec<usize>>,
     pub max_new_tokens: Option<Vec<u32>>,
+    /// Shard counts: each model split over 1, 2, 4... GPUs.
+    pub gpus: Option<Vec<usize>>,
     pub num_prompts: Option<usize>,
     pub repeats: Option<usize>,
 }
@@ -26,6 +28,8 @@ pub struct Grid {
     /// Ascending: a batch that does not fit makes every larger one infeasible.
     pub batch_sizes: Vec<usize>,
     pub max_new_tokens: Vec<u32>,
+    /// Shard counts, ascending.
+    pub gpus: Vec<usize>,
     pub num_prompts: usize,
     pub repeats: usize,
 }
@@ -66,6 +70,7 @@ fn preset(p: Preset) -> SweepFile {
             dataset: Some(vec!["alpaca".into(), "gsm8k".into()]),
             batch_size: Some(vec![64, 128, 256, 512]),
             max_new_tokens: Some(vec![256, 512, 1024]),
+            gpus: None,
             num_prompts: Some(4096),
             repeats: Some(1),
         },
@@ -144,6 +149,19 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
         &source,
         Some(vec![256]),
     )?;
+    let mut gpus = pick(
+        "--gpus",
+        "gpus",
+        &args.gpus,
+        file.gpus,
+        &source,
+        Some(vec![1]),
+    )?;
+    if gpus.contains(&0) {
+        bail!("shard counts (--gpus) must be at least 1");
+    }
+    gpus.sort_unstable();
+    gpus.dedup();
     for list in [&models, &datasets] {
         if list.iter().any(|s| s.trim().is_empty()) {
             bail!("an empty name in the list {list:?}; remove it");
@@ -178,6 +196,7 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
         datasets,
         batch_sizes,
         max_new_tokens,
+        gpus,
         num_prompts,
         repeats,
     };
@@ -223,6 +242,9 @@ mod tests {
         assert_eq!(g.models.len(), 3);
         assert_eq!((g.num_prompts, g.batch_sizes.clone()), (512, vec![64, 128]));
         assert_eq!(g.max_new_tokens, [256, 512, 1024]);
+        assert_eq!(g.gpus, [1]);
+        let shards = grid(&sweep(&["--model", "synthetic:tiny", "--gpus", "4,1,2"])).unwrap();
+        assert_eq!(shards.gpus, [1, 2, 4]);
         assert_eq!(g.name, "words-to-watts");
         let p = g.points();
         assert_eq!(p.len(), 3 * 2 * 3 * 2);

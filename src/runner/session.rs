@@ -148,6 +148,7 @@ impl Session {
             Err(e) => return Err(e),
         };
         let sampler = self.sampler.as_ref().expect("the sampler runs until close");
+        let devices = used_devices(&self.devices, &config.device);
         let ctx = Context {
             model,
             tokenizer,
@@ -161,7 +162,7 @@ impl Session {
                 eos_ids: tokenizer.eos_id.into_iter().collect(),
             },
             sampler,
-            devices: &self.devices,
+            devices: &devices,
             warnings: self.warnings.clone(),
             sweep: sweep.clone(),
             score,
@@ -210,6 +211,22 @@ impl Session {
     }
 }
 
+/// The devices a point on `device` measures: of the GPUs, those it runs on (`cuda:0,1`); every
+/// other device (CPU packages, simulated ones) as they are.
+fn used_devices(all: &[DeviceInfo], device: &str) -> Vec<DeviceInfo> {
+    let Some(rest) = device.strip_prefix("cuda") else {
+        return all.to_vec();
+    };
+    let used: Vec<u32> = match rest.strip_prefix(':') {
+        Some(list) => list.split(',').filter_map(|i| i.parse().ok()).collect(),
+        None => vec![0],
+    };
+    all.iter()
+        .filter(|d| d.kind != DeviceKind::Gpu || used.contains(&d.index))
+        .cloned()
+        .collect()
+}
+
 /// Stores a record with its window; on failure says so and keeps going (the figures still show).
 fn store_record(
     store: &mut Store,
@@ -231,4 +248,40 @@ fn store_record(
         ),
     }
     Repeat { record, window }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::used_devices;
+    use wattbench_core::{Capabilities, DeviceInfo, DeviceKind};
+
+    fn device(id: &str, index: u32, kind: DeviceKind) -> DeviceInfo {
+        DeviceInfo {
+            id: id.into(),
+            index,
+            kind,
+            sensor: "test".into(),
+            name: id.into(),
+            uuid: None,
+            driver_version: None,
+            power_limits: None,
+            capabilities: Capabilities::default(),
+        }
+    }
+
+    #[test]
+    fn a_point_measures_only_the_gpus_it_runs_on() {
+        let all = vec![
+            device("gpu0", 0, DeviceKind::Gpu),
+            device("gpu1", 1, DeviceKind::Gpu),
+            device("gpu2", 2, DeviceKind::Gpu),
+            device("fake0", 0, DeviceKind::Simulated),
+        ];
+        let ids =
+            |d: &str| -> Vec<String> { used_devices(&all, d).into_iter().map(|d| d.id).collect() };
+        assert_eq!(ids("cuda:0,1"), ["gpu0", "gpu1", "fake0"]);
+        assert_eq!(ids("cuda:2"), ["gpu2", "fake0"]);
+        assert_eq!(ids("cuda"), ["gpu0", "fake0"]);
+        assert_eq!(ids("cpu").len(), 4);
+    }
 }
