@@ -222,7 +222,7 @@ pub enum Preset {
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// A TOML file of lists and settings (model, dataset, batch_size, max_new_tokens, num_prompts, repeats, name)
+    /// A TOML file of lists and settings (model, dataset, batch_size, max_new_tokens, gpus, num_prompts, repeats, name)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A built-in grid
