@@ -13,7 +13,7 @@ use crate::ui;
 use anyhow::bail;
 use serde_json::json;
 use std::process::ExitCode;
-use wattbench_core::{RunMetrics, RunStatus};
+use wattbench_core::RunStatus;
 use wattbench_engine::{EngineError, GenerationParams, ModelSpec};
 
 /// The bytes of a model's weights, where its shape is known before loading (synthetic models).
@@ -271,14 +271,13 @@ fn print_sweep(
                     .last()
                     .map_or("-".into(), |r| r.record.status.as_str().to_string())
             };
-            let complete: Vec<RunMetrics> = repeats
-                .iter()
-                .filter(|r| r.record.status == RunStatus::Complete)
-                .map(|r| RunMetrics::of(&r.record))
-                .collect();
-            let mean = |f: fn(&RunMetrics) -> Option<f64>| {
-                let v: Vec<f64> = complete.iter().filter_map(f).collect();
-                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            // The same means over complete repeats that `run` shows.
+            let stats = summary::stats(repeats);
+            let mean = |key: &str| {
+                stats
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .and_then(|(_, s)| s.map(|s| s.mean))
             };
             vec![
                 m.clone(),
@@ -287,10 +286,10 @@ fn print_sweep(
                 n.to_string(),
                 b.to_string(),
                 status,
-                ui::num(mean(|m| m.tokens_per_s), 1),
-                ui::num(mean(|m| m.avg_power_w), 1),
-                ui::num(mean(|m| m.j_per_token), 4),
-                ui::num(mean(|m| m.j_per_response), 2),
+                ui::num(mean("tokens_per_s"), 1),
+                ui::num(mean("avg_power_w"), 1),
+                ui::num(mean("j_per_token"), 4),
+                ui::num(mean("j_per_response"), 2),
             ]
         })
         .collect();
