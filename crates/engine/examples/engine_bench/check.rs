@@ -11,7 +11,6 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub fn run(args: &[String]) -> Res<()> {
     let report = serde_json::json!({
         "attention": attention()?,
-        "gemm": gemm()?,
         "model": model(args)?,
         "sampling": sampling()?,
     });
@@ -22,37 +21,6 @@ pub fn run(args: &[String]) -> Res<()> {
 fn max_abs(a: &Tensor, b: &Tensor) -> Res<f32> {
     let d = (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
     Ok(d.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?)
-}
-
-/// The cuBLASLt products (timed choice of algorithm) against an f32 product of the same bf16
-/// operands, at decode shapes of the LLaMA-7B and 13B layers and an odd one.
-fn gemm() -> Res<Vec<serde_json::Value>> {
-    let dev = Device::new_cuda(0)?;
-    let mut report = Vec::new();
-    for &(rows, out, inner) in &[
-        (64usize, 12288usize, 4096usize),
-        (64, 4096, 11008),
-        (256, 22016, 4096),
-        (7, 1000, 576),
-    ] {
-        let x = Tensor::randn(0f32, 1.0, (rows, inner), &dev)?.to_dtype(DType::BF16)?;
-        let w = Tensor::randn(0f32, 0.02, (out, inner), &dev)?.to_dtype(DType::BF16)?;
-        let reference = x
-            .to_dtype(DType::F32)?
-            .matmul(&w.to_dtype(DType::F32)?.t()?)?;
-        let lt = wattbench_engine::cuda::gemm::linear(&x, &w)?;
-        let scale = reference
-            .abs()?
-            .flatten_all()?
-            .max(D::Minus1)?
-            .to_scalar::<f32>()?;
-        report.push(serde_json::json!({
-            "shape": [rows, out, inner],
-            "max_abs_diff": max_abs(&lt, &reference)?,
-            "max_abs": scale,
-        }));
-    }
-    Ok(report)
 }
 
 /// The decode-attention kernel against matrix products and softmax in f32, on random bf16 inputs
