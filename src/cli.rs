@@ -40,6 +40,26 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Write the report of the stored runs: Markdown, HTML, and the paper's figures as SVG and PNG
     Report(ReportArgs),
+    /// Show GPU power limits and bounds, or restore limits that a stopped wattbench left changed
+    PowerLimit(PowerLimitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PowerLimitArgs {
+    #[command(subcommand)]
+    pub action: PowerLimitAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PowerLimitAction {
+    /// Every GPU's power limit, enforced limit, default and bounds, and any journal of changes
+    Show {
+        /// nvml, or fake:STATE.json
+        #[arg(long, value_name = "CONTROL", default_value = "nvml")]
+        power_control: String,
+    },
+    /// Put back the limits listed in the journal of a wattbench that is no longer running
+    Restore,
 }
 
 #[derive(Args, Debug)]
@@ -174,6 +194,30 @@ pub struct RunSettings {
     pub sensor: SensorArgs,
     #[command(flatten)]
     pub db: DbArgs,
+    #[command(flatten)]
+    pub power: PowerArgs,
+}
+
+/// GPU power limits as an axis (the paper's Table III).
+#[derive(Args, Debug, Clone)]
+pub struct PowerArgs {
+    /// GPU power limits to measure at, comma-separated: watts (250,175) or shares of each GPU's default limit (100%,70%).
+    /// Needs root and --allow-power-changes; every limit is restored at the end
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub power_limit: Vec<String>,
+    /// Let wattbench change GPU power limits (written to a journal first, restored at exit, on error and on Ctrl-C,
+    /// and by the next start after a crash)
+    #[arg(long)]
+    pub allow_power_changes: bool,
+    /// Show the power limits --power-limit would set, from the GPUs' real limits and bounds, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// GPUs whose limits change (NVML indices) [default: the GPUs the model runs on]
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub power_gpus: Vec<u32>,
+    /// Where limits are read and set: nvml, or fake:STATE.json (simulated GPUs that record every change, for tests)
+    #[arg(long, value_name = "CONTROL", default_value = "nvml")]
+    pub power_control: String,
 }
 
 #[derive(Args, Debug)]
@@ -222,7 +266,7 @@ pub enum Preset {
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// A TOML file of lists and settings (model, dataset, batch_size, max_new_tokens, gpus, num_prompts, repeats, name)
+    /// A TOML file of lists and settings (model, dataset, batch_size, max_new_tokens, gpus, power_limit, num_prompts, repeats, name)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// A built-in grid

@@ -7,6 +7,7 @@ mod meters;
 mod prompts;
 mod provenance;
 mod runner;
+mod signals;
 mod ui;
 
 use clap::Parser;
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    recover_power_limits();
     let result = match cli.command {
         cli::Command::Devices(args) => commands::devices::run(args),
         cli::Command::Monitor(args) => commands::monitor::run(args),
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
         cli::Command::Run(args) => commands::run::run(args),
         cli::Command::Sweep(args) => commands::sweep::run(args),
         cli::Command::Report(args) => commands::report::run(args),
+        cli::Command::PowerLimit(args) => commands::power_limit::run(args),
     };
     match result {
         Ok(code) => code,
@@ -34,5 +37,18 @@ fn main() -> ExitCode {
                 .map_or(1, |s| s.exit_code());
             ExitCode::from(code)
         }
+    }
+}
+
+/// GPU power limits that a wattbench changed and could not restore (it was killed, or crashed)
+/// are put back at the next start.
+fn recover_power_limits() {
+    let path = wattbench_meter::power::journal::default_path();
+    match wattbench_meter::power::journal::recover(&path) {
+        Ok(Some(msg)) => eprintln!("{msg}"),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: GPU power limits left changed by an earlier run were not restored: {e}; run `sudo wattbench power-limit restore`"
+        ),
     }
 }

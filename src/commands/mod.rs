@@ -6,6 +6,7 @@ pub mod export;
 pub mod generate;
 pub mod measure;
 pub mod monitor;
+pub mod power_limit;
 pub mod report;
 pub mod run;
 pub mod sweep;

@@ -1,9 +1,11 @@
 //! `wattbench run`: one benchmark configuration, measured batch by batch and stored.
 
 use crate::cli::RunArgs;
+use crate::runner::caps::{self, Caps};
 use crate::runner::session::{resolve_device, Session};
 use crate::runner::{setup, summary};
 use std::process::ExitCode;
+use wattbench_core::RunConfig;
 
 /// The defaults of a run without `--model` (prompts, batch, new tokens, repeats): small enough for
 /// any laptop on the CPU; on a GPU long enough for windows of a few seconds, which the energy
@@ -57,6 +59,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     setup::check_score(settings, &args.dataset)?;
     crate::prompts::spec(&args.dataset)?;
 
+    let caps = Caps::prepare(
+        &settings.power,
+        &settings.power.power_limit,
+        &caps::gpus_of(&device),
+    )?;
+    if let (Some(c), true) = (&caps, settings.power.dry_run) {
+        println!("{}", c.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
+
     let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &device)?;
     let (loaded, tokenizer) = setup::model(settings, &model, &device, &gpus)?;
     let ds = setup::dataset(settings, &args.dataset, num_prompts, Some(&tokenizer))?;
@@ -71,32 +83,74 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         max_new_tokens,
         repeats,
     );
-    let result = session.run_point(
-        &loaded,
-        &tokenizer,
-        &config,
-        &ds,
-        settings.score,
-        None,
-        &Default::default(),
-    );
-    let interrupted = session.interrupted();
-    let db_path = session.db_path.clone();
-    session.close();
-    let result = result?;
-    if settings.json {
-        println!(
-            "{}",
-            serde_json::to_string(&summary::to_json(&result.repeats, &db_path))?
-        );
-    } else if !result.repeats.is_empty() {
-        println!("{}", summary::to_text(&result.repeats, &db_path));
-    }
-    match result.failure {
-        Some(e) => {
-            eprintln!("error: {e:#}");
-            Ok(ExitCode::from(if interrupted { 130 } else { 1 }))
+    // One point per power limit (or one with the limits as they are).
+    let limits: Vec<_> = caps
+        .as_ref()
+        .map_or(vec![None], |c| c.configs().into_iter().map(Some).collect());
+    let mut caps = caps;
+    let mut code = ExitCode::SUCCESS;
+    for (k, limit) in limits.into_iter().enumerate() {
+        let config = RunConfig {
+            power_limit: limit.clone(),
+            ..config.clone()
+        };
+        if let (Some(c), Some(l)) = (caps.as_mut(), &limit) {
+            if let Err(e) = c.apply(k) {
+                eprintln!("error: setting the power limit {}: {e:#}", l.requested);
+                code = ExitCode::from(1);
+                break;
+            }
+            if !settings.json {
+                println!("power limit {} ({} W)", l.requested, watts(&l.limits_w));
+            }
         }
-        None => Ok(ExitCode::SUCCESS),
+        let result = session.run_point(
+            &loaded,
+            &tokenizer,
+            &config,
+            &ds,
+            settings.score,
+            None,
+            &Default::default(),
+        );
+        let interrupted = session.interrupted();
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                code = ExitCode::from(1);
+                break;
+            }
+        };
+        if settings.json {
+            println!(
+                "{}",
+                serde_json::to_string(&summary::to_json(&result.repeats, &session.db_path))?
+            );
+        } else if !result.repeats.is_empty() {
+            println!("{}", summary::to_text(&result.repeats, &session.db_path));
+        }
+        if let Some(e) = result.failure {
+            eprintln!("error: {e:#}");
+            code = ExitCode::from(if interrupted { 130 } else { 1 });
+            break;
+        }
+        if interrupted {
+            code = ExitCode::from(130);
+            break;
+        }
     }
+    // The limits go back before the sensors stop.
+    drop(caps);
+    session.close();
+    Ok(code)
+}
+
+/// `250` or `250/300` (one limit per capped GPU).
+fn watts(limits: &[f64]) -> String {
+    limits
+        .iter()
+        .map(|w| format!("{w:.0}"))
+        .collect::<Vec<_>>()
+        .join("/")
 }

@@ -2,18 +2,19 @@
 //! load per model, every point stored as it ends; rerun, it skips what is done.
 
 use crate::cli::SweepArgs;
+use crate::runner::caps::{self, Caps};
 use crate::runner::execute::infeasible;
-use crate::runner::grid::{self, Grid};
+use crate::runner::grid::{self, Grid, Point};
 use crate::runner::maxbatch;
 use crate::runner::plan::{self, ModelLimits};
 use crate::runner::session::{resolve_device, Session};
 use crate::runner::setup;
 use crate::runner::summary::{self, Repeat};
 use crate::ui;
-use anyhow::bail;
+use anyhow::{bail, Context as _};
 use serde_json::json;
 use std::process::ExitCode;
-use wattbench_core::RunStatus;
+use wattbench_core::{PowerCap, RunConfig, RunStatus};
 use wattbench_engine::{EngineError, GenerationParams, ModelSpec};
 
 /// The bytes of a model's weights, where its shape is known before loading (synthetic models).
@@ -54,12 +55,22 @@ pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     } else {
         device.clone()
     };
+    if args.find_max_batch && !grid.power_limits.is_empty() {
+        bail!("--find-max-batch measures no energy, and power limits do not change what fits; drop --power-limit");
+    }
+    let mut caps = Caps::prepare(&settings.power, &grid.power_limits, &caps::gpus_of(&sensed))?;
+    if let (Some(c), true) = (&caps, settings.power.dry_run) {
+        println!("{}", c.describe());
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, &sensed)?;
     let result = if args.find_max_batch {
         find_max_batch(&grid, &args, &device)
     } else {
-        sweep(&grid, &args, &device, &mut session)
+        sweep(&grid, &args, &device, &mut session, &mut caps)
     };
+    // The limits go back before the sensors stop.
+    drop(caps);
     let interrupted = session.interrupted();
     session.close();
     let code = result?;
@@ -75,6 +86,7 @@ fn sweep(
     args: &SweepArgs,
     device: &str,
     session: &mut Session,
+    caps: &mut Option<Caps>,
 ) -> anyhow::Result<ExitCode> {
     let settings = &args.settings;
     let done = session.store.finished_runs()?;
@@ -90,23 +102,40 @@ fn sweep(
             (Vec::new(), device.to_string())
         }
     };
-    let config = |g: usize, m: &str, d: &str, n: u32, b: usize| {
+    // The power limits of the sweep (index into `limits`), or one entry for limits left alone.
+    let limits: Vec<Option<PowerCap>> = caps
+        .as_ref()
+        .map_or(vec![None], |c| c.configs().into_iter().map(Some).collect());
+    let config = |g: usize, k: usize, m: &str, d: &str, n: u32, b: usize| {
         let (gpus, dev) = on(g);
-        setup::config(
-            settings,
-            m,
-            &dev,
-            &gpus,
-            d,
-            grid.num_prompts,
-            b,
-            n,
-            grid.repeats,
-        )
+        RunConfig {
+            power_limit: limits[k].clone(),
+            ..setup::config(
+                settings,
+                m,
+                &dev,
+                &gpus,
+                d,
+                grid.num_prompts,
+                b,
+                n,
+                grid.repeats,
+            )
+        }
     };
-    let all_done = |g: usize, m: &str, d: &str, n: u32, b: usize| {
-        let key = config(g, m, d, n, b).key();
+    let all_done = |g: usize, k: usize, p: &Point| {
+        let key = config(g, k, p.0, p.1, p.2, p.3).key();
         (0..grid.repeats).all(|r| done.contains(&key, r))
+    };
+    let row = |g: usize, k: usize, p: &Point, repeats: Vec<Repeat>, before: bool| PointRow {
+        model: p.0.into(),
+        gpus: g,
+        limit: limits[k].as_ref().map(|l| l.requested.clone()),
+        dataset: p.1.into(),
+        max_new: p.2,
+        batch: p.3,
+        repeats,
+        done_before: before,
     };
     let mut points: Vec<PointRow> = Vec::new();
     let mut failures = 0;
@@ -116,19 +145,24 @@ fn sweep(
         .iter()
         .flat_map(|m| grid.gpus.iter().map(move |&g| (m, g)))
     {
-        let mine: Vec<_> = grid.points().into_iter().filter(|p| p.0 == model).collect();
-        let todo: Vec<_> = mine
-            .iter()
-            .filter(|p| !all_done(g, p.0, p.1, p.2, p.3))
+        // Within a model: power limits outermost (each set once), then the grid's points.
+        let mine: Vec<(usize, Point)> = (0..limits.len())
+            .flat_map(|k| {
+                grid.points()
+                    .into_iter()
+                    .filter(|p| p.0 == model)
+                    .map(move |p| (k, p))
+            })
             .collect();
-        for p in mine.iter().filter(|p| all_done(g, p.0, p.1, p.2, p.3)) {
-            points.push((p.0.into(), g, p.1.into(), p.2, p.3, Vec::new(), true));
+        let todo: Vec<&(usize, Point)> = mine.iter().filter(|(k, p)| !all_done(g, *k, p)).collect();
+        for (k, p) in mine.iter().filter(|(k, p)| all_done(g, *k, p)) {
+            points.push(row(g, *k, p, Vec::new(), true));
         }
         if todo.is_empty() {
             continue;
         }
         let (gpus, dev) = on(g);
-        let dtype = config(g, model, "", 1, 1).dtype;
+        let dtype = config(g, 0, model, "", 1, 1).dtype;
         if let (Some(w), Some(mem)) = (weight_bytes(model, &dtype), memory) {
             if w as f64 > 0.95 * mem as f64 * g as f64 {
                 let reason = format!(
@@ -136,14 +170,14 @@ fn sweep(
                     w as f64 / 1e9,
                     mem as f64 / 1e9
                 );
-                for p in todo {
+                for (k, p) in todo {
                     let r = session.record_infeasible(
-                        &config(g, p.0, p.1, p.2, p.3),
+                        &config(g, *k, p.0, p.1, p.2, p.3),
                         sweep_name.clone(),
                         reason.clone(),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), g, p.1.into(), p.2, p.3, vec![r], false));
+                    points.push(row(g, *k, p, vec![r], false));
                 }
                 continue;
             }
@@ -155,26 +189,28 @@ fn sweep(
                 if e.downcast_ref::<EngineError>()
                     .is_some_and(EngineError::is_out_of_memory) =>
             {
-                for p in todo {
+                for (k, p) in todo {
                     let r = session.record_infeasible(
-                        &config(g, p.0, p.1, p.2, p.3),
+                        &config(g, *k, p.0, p.1, p.2, p.3),
                         sweep_name.clone(),
                         format!("loading the model: {e}"),
                         Vec::new(),
                     );
-                    points.push((p.0.into(), g, p.1.into(), p.2, p.3, vec![r], false));
+                    points.push(row(g, *k, p, vec![r], false));
                 }
                 continue;
             }
             Err(e) => return Err(e),
         };
         let mut datasets = std::collections::HashMap::new();
-        // The smallest batch that could not run, and why, per (dataset, length).
+        // The smallest batch that could not run, and why, per (dataset, length); power limits
+        // do not change what fits.
         let mut too_big: std::collections::HashMap<(String, u32), (usize, String)> =
             Default::default();
-        for p in todo {
-            let (m, d, n, b) = (p.0, p.1, p.2, p.3);
-            let cfg = config(g, m, d, n, b);
+        let mut applied = None;
+        for (k, p) in todo {
+            let (k, (m, d, n, b)) = (*k, *p);
+            let cfg = config(g, k, m, d, n, b);
             if let Some((small, why)) = too_big.get(&(d.to_string(), n)) {
                 let r = session.record_infeasible(
                     &cfg,
@@ -182,8 +218,16 @@ fn sweep(
                     format!("batch {small} could not run either ({why})"),
                     Vec::new(),
                 );
-                points.push((m.into(), g, d.into(), n, b, vec![r], false));
+                points.push(row(g, k, p, vec![r], false));
                 continue;
+            }
+            if let (Some(c), Some(l)) = (caps.as_mut(), &limits[k]) {
+                if applied != Some(k) {
+                    c.apply(k)
+                        .with_context(|| format!("setting the power limit {}", l.requested))?;
+                    eprintln!("power limit {} on GPU(s) {:?}", l.requested, l.gpus);
+                    applied = Some(k);
+                }
             }
             if !datasets.contains_key(d) {
                 datasets.insert(
@@ -191,7 +235,13 @@ fn sweep(
                     setup::dataset(settings, d, grid.num_prompts, Some(&tokenizer))?,
                 );
             }
-            eprintln!("{m} · {dev} · {d} · {n} new tokens · batch {b}");
+            match &limits[k] {
+                Some(l) => eprintln!(
+                    "{m} · {dev} · {} · {d} · {n} new tokens · batch {b}",
+                    l.requested
+                ),
+                None => eprintln!("{m} · {dev} · {d} · {n} new tokens · batch {b}"),
+            }
             let result = session.run_point(
                 &loaded,
                 &tokenizer,
@@ -216,7 +266,7 @@ fn sweep(
                     eprintln!("error: {m} · {d} · {n} · batch {b}: {e:#}");
                 }
             }
-            points.push((m.into(), g, d.into(), n, b, result.repeats, false));
+            points.push(row(g, k, p, result.repeats, false));
             if session.interrupted() {
                 eprintln!("interrupted: rerun the same command to finish the sweep");
                 break 'models;
@@ -231,8 +281,19 @@ fn sweep(
     })
 }
 
-/// (model, GPUs, dataset, max new tokens, batch size, repeats run now, done before this sweep).
-type PointRow = (String, usize, String, u32, usize, Vec<Repeat>, bool);
+/// A point of the sweep as shown: what it is, its repeats run now, and whether it was done
+/// before this sweep.
+struct PointRow {
+    model: String,
+    gpus: usize,
+    /// The power limit as asked for, where the sweep sets them.
+    limit: Option<String>,
+    dataset: String,
+    max_new: u32,
+    batch: usize,
+    repeats: Vec<Repeat>,
+    done_before: bool,
+}
 
 fn print_sweep(
     grid: &Grid,
@@ -243,14 +304,15 @@ fn print_sweep(
     if as_json {
         let list: Vec<_> = points
             .iter()
-            .map(|(m, g, d, n, b, repeats, done_before)| {
-                let mut v = summary::to_json(repeats, db);
+            .map(|p| {
+                let mut v = summary::to_json(&p.repeats, db);
                 if let Some(o) = v.as_object_mut() {
-                    o.insert(
-                        "point".into(),
-                        json!({ "model": m, "gpus": g, "dataset": d, "max_new_tokens": n, "batch_size": b }),
-                    );
-                    o.insert("skipped".into(), json!(*done_before));
+                    let mut point = json!({ "model": p.model, "gpus": p.gpus, "dataset": p.dataset, "max_new_tokens": p.max_new, "batch_size": p.batch });
+                    if let Some(l) = &p.limit {
+                        point["power_limit"] = json!(l);
+                    }
+                    o.insert("point".into(), point);
+                    o.insert("skipped".into(), json!(p.done_before));
                 }
                 v
             })
@@ -261,55 +323,80 @@ fn print_sweep(
         );
         return Ok(());
     }
+    let with_limits = points.iter().any(|p| p.limit.is_some());
     let rows: Vec<Vec<String>> = points
         .iter()
-        .map(|(m, g, d, n, b, repeats, done_before)| {
-            let status = if *done_before {
+        .map(|p| {
+            let status = if p.done_before {
                 "done before".to_string()
             } else {
-                repeats
+                p.repeats
                     .last()
                     .map_or("-".into(), |r| r.record.status.as_str().to_string())
             };
             // The same means over complete repeats that `run` shows.
-            let stats = summary::stats(repeats);
+            let stats = summary::stats(&p.repeats);
             let mean = |key: &str| {
                 stats
                     .iter()
                     .find(|(k, _)| *k == key)
                     .and_then(|(_, s)| s.map(|s| s.mean))
             };
-            vec![
-                m.clone(),
-                g.to_string(),
-                d.clone(),
-                n.to_string(),
-                b.to_string(),
+            let mut row = vec![p.model.clone(), p.gpus.to_string()];
+            if with_limits {
+                row.push(p.limit.clone().unwrap_or_default());
+            }
+            row.extend([
+                p.dataset.clone(),
+                p.max_new.to_string(),
+                p.batch.to_string(),
                 status,
                 ui::num(mean("tokens_per_s"), 1),
                 ui::num(mean("avg_power_w"), 1),
                 ui::num(mean("j_per_token"), 4),
                 ui::num(mean("j_per_response"), 2),
-            ]
+            ]);
+            row
         })
         .collect();
+    let mut header = vec!["model", "GPUs"];
+    if with_limits {
+        header.push("power limit");
+    }
+    header.extend([
+        "dataset",
+        "max new",
+        "batch",
+        "status",
+        "tok/s",
+        "W",
+        "J/token",
+        "J/response",
+    ]);
     println!(
         "sweep {}\n\n{}\n\nstored in {} (rerun the same command to resume; `wattbench report` draws the figures)",
         grid.name,
-        ui::table(
-            &["model", "GPUs", "dataset", "max new", "batch", "status", "tok/s", "W", "J/token", "J/response"],
-            &rows,
-            1
-        ),
+        ui::table(&header, &rows, if with_limits { 2 } else { 1 }),
         db.display()
     );
-    for (m, g, d, n, b, repeats, _) in points {
-        for r in repeats
+    for p in points {
+        for r in p
+            .repeats
             .iter()
             .filter(|r| r.record.status != RunStatus::Complete)
         {
+            let limit = p
+                .limit
+                .as_ref()
+                .map(|l| format!(" · {l}"))
+                .unwrap_or_default();
             println!(
-                "  {m} · {g} GPU(s) · {d} · {n} · batch {b}: {} ({})",
+                "  {} · {} GPU(s){limit} · {} · {} · batch {}: {} ({})",
+                p.model,
+                p.gpus,
+                p.dataset,
+                p.max_new,
+                p.batch,
                 r.record.status.as_str(),
                 r.record.reason.as_deref().unwrap_or("")
             );

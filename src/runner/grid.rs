@@ -16,6 +16,8 @@ pub struct SweepFile {
     pub max_new_tokens: Option<Vec<u32>>,
     /// Shard counts: each model split over 1, 2, 4... GPUs.
     pub gpus: Option<Vec<usize>>,
+    /// GPU power limits: "250W", "175W" or shares of the default limit, "70%".
+    pub power_limit: Option<Vec<String>>,
     pub num_prompts: Option<usize>,
     pub repeats: Option<usize>,
 }
@@ -32,6 +34,8 @@ pub struct Grid {
     pub gpus: Vec<usize>,
     pub num_prompts: usize,
     pub repeats: usize,
+    /// GPU power limits as given (none: limits stay as they are).
+    pub power_limits: Vec<String>,
 }
 
 /// How errors name a preset's lists, which flags may replace.
@@ -71,6 +75,7 @@ fn preset(p: Preset) -> SweepFile {
             batch_size: Some(vec![64, 128, 256, 512]),
             max_new_tokens: Some(vec![256, 512, 1024]),
             gpus: None,
+            power_limit: None,
             num_prompts: Some(4096),
             repeats: Some(1),
         },
@@ -157,6 +162,14 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
         &source,
         Some(vec![1]),
     )?;
+    let power_limits = pick(
+        "--power-limit",
+        "power_limit",
+        &args.settings.power.power_limit,
+        file.power_limit,
+        &source,
+        Some(Vec::new()),
+    )?;
     if gpus.contains(&0) {
         bail!("shard counts (--gpus) must be at least 1");
     }
@@ -199,12 +212,14 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
         gpus,
         num_prompts,
         repeats,
+        power_limits,
     };
     grid.name = match (&args.name, file.name) {
         (Some(n), _) => n.clone(),
         (None, Some(n)) => n,
         (None, None) => {
-            let text = format!("{grid:?}");
+            // Grids without power limits keep the names they had before limits were an axis.
+            let text = format!("{grid:?}").replace(", power_limits: []", "");
             let h = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             });

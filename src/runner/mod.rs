@@ -5,6 +5,7 @@
 //! of one repeat, [`summary`] aggregates repeats into the figures shown and printed as JSON, and
 //! [`progress`] draws the live status line.
 
+pub mod caps;
 pub mod execute;
 pub mod grid;
 pub mod maxbatch;

@@ -74,12 +74,8 @@ impl Session {
         let sampler = Sampler::start(sensors, sensor.interval, true, Some(live_tx))
             .context("starting the sampler thread")?;
         let stop = Arc::new(AtomicBool::new(false));
-        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            // The first signal stops after the current batch; a second ends the process at once.
-            signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())
-                .context("installing signal handlers")?;
-            signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
-        }
+        // The first signal stops after the current batch; a second ends the process at once.
+        crate::signals::install(stop.clone())?;
         Ok(Session {
             store,
             db_path,

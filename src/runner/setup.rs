@@ -142,5 +142,6 @@ pub fn config(
         repeats,
         sensors: settings.sensor.sensors.clone(),
         interval_s: settings.sensor.interval.as_secs_f64(),
+        power_limit: None,
     }
 }

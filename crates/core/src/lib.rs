@@ -14,7 +14,9 @@ pub mod window;
 
 pub use device::{Capabilities, DeviceInfo, DeviceKind, PowerLimits};
 pub use record::{DeviceResult, Measurement, Provenance, SamplerStats, SCHEMA_NAME};
-pub use run::{BatchRecord, DeviceUse, RequestRecord, RunConfig, RunMetrics, RunRecord, RunStatus};
+pub use run::{
+    BatchRecord, DeviceUse, PowerCap, RequestRecord, RunConfig, RunMetrics, RunRecord, RunStatus,
+};
 pub use stats::{mean_ci, Stat};
 pub use summary::{summarize, Summary};
 pub use timeline::{DeviceSeries, Point, Reading, Timeline};

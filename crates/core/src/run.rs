@@ -37,6 +37,20 @@ pub struct RunConfig {
     pub repeats: usize,
     pub sensors: Vec<String>,
     pub interval_s: f64,
+    /// The GPU power limit the run was measured at (None: the limits were left as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power_limit: Option<PowerCap>,
+}
+
+/// A GPU power limit set for a run: as asked for (`175W`, `70%`), and the limit in force on each
+/// capped GPU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PowerCap {
+    pub requested: String,
+    /// NVML indices of the capped GPUs.
+    pub gpus: Vec<u32>,
+    /// The limit of each, in watts.
+    pub limits_w: Vec<f64>,
 }
 
 impl RunConfig {
@@ -282,6 +296,7 @@ mod tests {
             repeats: 3,
             sensors: vec!["fake:300".into()],
             interval_s: 0.1,
+            power_limit: None,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod fake;
 pub mod nvml;
+pub mod power;
 pub mod rapl;
 pub mod replay;
 pub mod sampler;

@@ -47,7 +47,7 @@ pub struct NvmlSensor {
 }
 
 /// Loads NVML, trying each library name.
-fn init() -> Result<Nvml, SensorError> {
+pub(crate) fn init() -> Result<Nvml, SensorError> {
     let mut reasons = Vec::new();
     for name in LIBRARY_NAMES {
         match Nvml::builder().lib_path(OsStr::new(name)).init() {

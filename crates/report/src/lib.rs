@@ -3,6 +3,7 @@
 //! per response over batch sizes, per dataset; a power timeline) and its tables (largest batch
 //! per configuration, power caps, GPU utilization). The same records always give the same files.
 
+pub mod caps;
 pub mod chart;
 pub mod data;
 pub mod png;
@@ -141,14 +142,19 @@ fn by_batch(
         let mut series: Vec<Series> = Vec::new();
         for p in points.iter().filter(|p| p.status == RunStatus::Complete) {
             let label = format!(
-                "{} · {} new{}",
+                "{} · {} new{}{}",
                 short_model(&p.config.model),
                 p.config.max_new_tokens,
                 if p.gpus() > 1 {
                     format!(" · {} GPUs", p.gpus())
                 } else {
                     String::new()
-                }
+                },
+                p.config
+                    .power_limit
+                    .as_ref()
+                    .map(|l| format!(" · {}", l.requested))
+                    .unwrap_or_default()
             );
             let Some(y) = p.mean(f) else { continue };
             match series.iter_mut().find(|s| s.label == label) {
@@ -182,6 +188,7 @@ fn results_table(data: &Data) -> Table {
         "max new",
         "batch",
         "GPUs",
+        "power limit",
         "status",
         "repeats",
         "tokens/s",
@@ -214,6 +221,10 @@ fn results_table(data: &Data) -> Table {
             } else {
                 p.gpus().to_string()
             },
+            p.config
+                .power_limit
+                .as_ref()
+                .map_or("as set".into(), |l| l.requested.clone()),
             p.status.as_str().into(),
             p.metrics.len().to_string(),
             ci(|m| m.tokens_per_s, 1),
@@ -463,11 +474,33 @@ fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, Repo
     ));
     b.push(Block::Table(max_batch_table(data)));
     b.push(Block::Heading(2, "Power caps (Table III)".into()));
-    b.push(Block::Para(
-        "No run in this database was made under a GPU power cap, so there are no relative changes to show: \
-         Table III compares runs of the same configuration at several caps."
-            .into(),
-    ));
+    match caps::table(data) {
+        Some(t) => {
+            b.push(Block::Para(
+                "Each configuration measured under several GPU power limits, against its highest limit: \
+                 the change in wall time and energy of a run, in generated tokens per second and in joules per token \
+                 (negative: less). Limits are per capped GPU."
+                    .into(),
+            ));
+            b.push(Block::Table(t));
+            let capped: Vec<&Point> = data
+                .points
+                .iter()
+                .filter(|p| p.config.power_limit.is_some())
+                .collect();
+            if let Some(chart) = caps::chart(data, caption(data, &capped)) {
+                b.push(Block::Figure {
+                    name: "table3-energy-vs-time".into(),
+                    chart,
+                });
+            }
+        }
+        None => b.push(Block::Para(
+            "No configuration in this database was measured under two GPU power limits or more, so there are no \
+             relative changes to show: run or sweep with --power-limit (for example 100%,70%)."
+                .into(),
+        )),
+    }
     b.push(Block::Heading(2, "GPU utilization (Tables IV–V)".into()));
     b.push(Block::Table(utilization_table(data)));
     if let Some(t) = timeline(store, data, opts)? {

@@ -198,6 +198,7 @@ fn run_record(status: RunStatus) -> RunRecord {
         repeats: 1,
         sensors: vec!["fake:300".into()],
         interval_s: 0.1,
+        power_limit: None,
     };
     let request = |batch, position, words, text: Option<&str>| RequestRecord {
         batch,
