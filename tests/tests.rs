@@ -6,6 +6,7 @@ mod export;
 mod generate;
 mod measure;
 mod monitor;
+mod power;
 mod report;
 mod run;
 mod sweep;
