@@ -425,11 +425,11 @@ fn changes_are_refused_with_the_reason() {
     assert!(e.contains("opt-in: add --allow-power-changes"), "{e}");
     let e = refused(&rig, &["--power-limit", "150", "--allow-power-changes"]);
     assert!(
-        e.contains("150 W, outside this GPU's bounds of 200–700 W"),
+        e.contains("150 W is outside this GPU's bounds of 200–700 W"),
         "{e}"
     );
     let e = refused(&rig, &["--power-limit", "20%", "--allow-power-changes"]);
-    assert!(e.contains("20% is 140 W, outside"), "{e}");
+    assert!(e.contains("20% (140 W) is outside"), "{e}");
     let e = refused(&rig, &["--power-limit", "fast", "--allow-power-changes"]);
     assert!(e.contains("invalid power limit \"fast\""), "{e}");
     let e = refused(

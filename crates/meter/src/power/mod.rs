@@ -54,11 +54,11 @@ pub enum PowerError {
     Unsupported { gpu: String },
     #[error("setting power limits needs root (NVML refuses other users); run with sudo, or pass --dry-run to see what would be set")]
     NotRoot,
-    #[error("{gpu}: {cap} is {watts:.0} W, outside this GPU's bounds of {min:.0}–{max:.0} W; choose limits within them")]
+    #[error("{gpu}: {cap} is outside this GPU's bounds of {min:.0}–{max:.0} W; choose limits within them")]
     OutOfBounds {
         gpu: String,
+        /// `150 W`, or `20% (140 W)`.
         cap: String,
-        watts: f64,
         min: f64,
         max: f64,
     },
@@ -194,10 +194,13 @@ impl Cap {
             }
         };
         if mw < f64::from(min) || mw > f64::from(max) {
+            let watts = mw / 1000.0;
             return Err(PowerError::OutOfBounds {
                 gpu: gpu.label(),
-                cap: self.to_string(),
-                watts: mw / 1000.0,
+                cap: match self {
+                    Cap::Watts(_) => format!("{watts:.0} W"),
+                    Cap::Percent(p) => format!("{p}% ({watts:.0} W)"),
+                },
                 min: f64::from(min) / 1000.0,
                 max: f64::from(max) / 1000.0,
             });
@@ -254,11 +257,11 @@ mod tests {
         assert_eq!(Cap::Percent(33.3).resolve(&g).unwrap(), 233_000);
         let e = Cap::Watts(150.0).resolve(&g).unwrap_err().to_string();
         assert!(
-            e.contains("150 W, outside this GPU's bounds of 200–700 W"),
+            e.contains(": 150 W is outside this GPU's bounds of 200–700 W"),
             "{e}"
         );
         let e = Cap::Percent(20.0).resolve(&g).unwrap_err().to_string();
-        assert!(e.contains("20% is 140 W"), "{e}");
+        assert!(e.contains("20% (140 W) is outside"), "{e}");
         let mut none = h100();
         none.min_mw = None;
         let e = Cap::Watts(300.0).resolve(&none).unwrap_err().to_string();
