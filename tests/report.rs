@@ -179,3 +179,31 @@ fn the_html_report_opens_in_headless_chromium() {
         "the page rendered"
     );
 }
+
+#[test]
+fn a_sweep_over_shard_counts_gets_the_papers_figures_over_shards() {
+    // The 7B sweep over 1 and 2 H100s kept in bench/results.
+    let db = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/results/2026-11-26-h100x2-tp/sweep.db");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sweep.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let o = run_in(dir.path(), &["report", "--db", "sweep.db", "--out", "r"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let md = std::fs::read_to_string(dir.path().join("r/report.md")).unwrap();
+    for want in [
+        "## Energy per second over shard counts (Figs. 4–5)",
+        "## Energy per token over shard counts (Figs. 6–7)",
+        "## Energy per response over shard counts (Figs. 8–9)",
+        "figures/fig6-energy-per-token-by-shards-gsm8k-256.png",
+    ] {
+        assert!(md.contains(want), "{want:?} missing from the report:\n{md}");
+    }
+    let svg = std::fs::read_to_string(
+        dir.path()
+            .join("r/figures/fig6-energy-per-token-by-shards-gsm8k-256.svg"),
+    )
+    .unwrap();
+    assert!(svg.contains("shards (GPUs per run)") && svg.contains("llama-7b · batch 64"));
+    assert!(svg.contains("GPUs per run: 1, 2"), "{svg}");
+}

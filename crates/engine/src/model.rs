@@ -388,6 +388,11 @@ impl Llama {
         self.kernels = on && kernels_apply(&self.device, self.dtype);
     }
 
+    /// The tensor-parallel group this model is a shard of, if any.
+    pub fn group(&self) -> Option<&Shard> {
+        self.shard.as_ref()
+    }
+
     /// Whether the engine's CUDA kernels are in use.
     pub fn kernels(&self) -> bool {
         self.kernels

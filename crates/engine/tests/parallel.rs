@@ -5,7 +5,7 @@
 use candle_core::{DType, Device, Tensor, D};
 use std::sync::Arc;
 use wattbench_engine::model::{mask, positions, KvCache, Llama};
-use wattbench_engine::parallel::{LocalGroup, Shard};
+use wattbench_engine::parallel::{generate_sharded, AllReduce, LocalGroup, Shard};
 use wattbench_engine::*;
 use wattbench_workload::hub::Hub;
 use wattbench_workload::sample::SplitMix64;
@@ -206,4 +206,108 @@ fn a_model_split_over_shards_generates_the_unsharded_tokens() {
         tokens(&want),
         "sampled tokens, temperature 0.8"
     );
+}
+
+/// A group whose shard `rank` fails its `fail_at`-th all-reduce (a GPU error in one shard, say).
+struct Flaky {
+    inner: Arc<LocalGroup>,
+    rank: usize,
+    fail_at: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl AllReduce for Flaky {
+    fn sum(&self, rank: usize, t: &Tensor) -> candle_core::Result<Tensor> {
+        if rank == self.rank
+            && self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.fail_at
+        {
+            candle_core::bail!("simulated failure of shard {rank}");
+        }
+        self.inner.sum(rank, t)
+    }
+
+    fn abort(&self, rank: usize, reason: &str) {
+        self.inner.abort(rank, reason)
+    }
+}
+
+/// Runs `f` in a thread; fails the test if it does not end within a minute (a shard left waiting).
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the shards were left waiting for each other")
+}
+
+#[test]
+fn a_failing_shard_stops_the_others_and_its_own_error_is_returned() {
+    for (fail_at, world) in [(1usize, 2usize), (7, 2), (3, 4)] {
+        let got = within_a_minute(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let whole = model(dir.path());
+            let group = Arc::new(Flaky {
+                inner: LocalGroup::new(world),
+                rank: world - 1,
+                fail_at,
+                calls: Default::default(),
+            });
+            let shards: Vec<Llama> = (0..world)
+                .map(|rank| {
+                    whole
+                        .model
+                        .shard(
+                            Shard {
+                                rank,
+                                world,
+                                group: group.clone(),
+                            },
+                            &Device::Cpu,
+                        )
+                        .unwrap()
+                })
+                .collect();
+            let refs: Vec<&Llama> = shards.iter().collect();
+            let params = GenerationParams {
+                temperature: 0.0,
+                top_p: 1.0,
+                seed: 0,
+                ignore_eos: true,
+                eos_ids: vec![],
+            };
+            generate_sharded(&refs, &requests(), &params, "test", None, &mut |_, _| {})
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        });
+        let e = got.expect_err("a shard failed");
+        assert!(
+            e.contains(&format!("simulated failure of shard {}", world - 1)),
+            "{fail_at}/{world}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_shard_that_fails_before_any_all_reduce_does_not_leave_the_others_waiting() {
+    let got = within_a_minute(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let whole = model(dir.path());
+        let mut shards = shards(&whole.model, 2);
+        // Shard 1 alone refuses the prompts (its context is shorter than they are).
+        shards[1].cfg.max_position_embeddings = 8;
+        let refs: Vec<&Llama> = shards.iter().collect();
+        let params = GenerationParams {
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            ignore_eos: true,
+            eos_ids: vec![],
+        };
+        generate_sharded(&refs, &requests(), &params, "test", None, &mut |_, _| {})
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let e = got.expect_err("shard 1 failed");
+    assert!(e.contains("context"), "shard 1's own error: {e}");
 }

@@ -181,6 +181,80 @@ fn by_batch(
     out
 }
 
+/// The paper's Figs. 4–9: a figure over shard counts (GPUs per run) for each dataset and length
+/// measured on two shard counts or more, a line per model and batch size.
+fn by_shards(
+    data: &Data,
+    name: &str,
+    title: &str,
+    y_label: &str,
+    f: fn(&RunMetrics) -> Option<f64>,
+) -> Vec<Block> {
+    let complete: Vec<&Point> = data
+        .points
+        .iter()
+        .filter(|p| p.status == RunStatus::Complete)
+        .collect();
+    let mut groups: Vec<(&str, u32)> = complete
+        .iter()
+        .map(|p| (p.config.dataset.as_str(), p.config.max_new_tokens))
+        .collect();
+    groups.sort();
+    groups.dedup();
+    let mut out = Vec::new();
+    for (d, n) in groups {
+        let points: Vec<&Point> = complete
+            .iter()
+            .copied()
+            .filter(|p| p.config.dataset == d && p.config.max_new_tokens == n)
+            .collect();
+        let mut shards: Vec<usize> = points.iter().map(|p| p.gpus()).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        if shards.len() < 2 {
+            continue;
+        }
+        let mut series: Vec<Series> = Vec::new();
+        for p in &points {
+            let label = format!(
+                "{} · batch {}{}",
+                short_model(&p.config.model),
+                p.config.batch_size,
+                p.config
+                    .power_limit
+                    .as_ref()
+                    .map(|l| format!(" · {}", l.requested))
+                    .unwrap_or_default()
+            );
+            let Some(y) = p.mean(f) else { continue };
+            let x = p.gpus() as f64;
+            match series.iter_mut().find(|s| s.label == label) {
+                Some(s) => s.points.push((x, y)),
+                None => series.push(Series {
+                    label,
+                    points: vec![(x, y)],
+                }),
+            }
+        }
+        for s in &mut series {
+            s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        out.push(Block::Figure {
+            name: format!("{name}-{}-{n}", d.replace([':', '/', '='], "_")),
+            chart: Chart {
+                title: format!("{title} · {d} · {n} new tokens"),
+                caption: caption(data, &points),
+                x_label: "shards (GPUs per run)".into(),
+                y_label: y_label.into(),
+                log_x: true,
+                log_y: true,
+                series,
+            },
+        });
+    }
+    out
+}
+
 fn results_table(data: &Data) -> Table {
     let mut t = Table::new(&[
         "model",
@@ -452,6 +526,20 @@ fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, Repo
         "W (J/s)",
         |m| m.avg_power_w,
     ));
+    let shards = by_shards(
+        data,
+        "fig4-energy-per-second-by-shards",
+        "Energy per second over shard counts",
+        "W (J/s), all GPUs of the run",
+        |m| m.avg_power_w,
+    );
+    if !shards.is_empty() {
+        b.push(Block::Heading(
+            2,
+            "Energy per second over shard counts (Figs. 4–5)".into(),
+        ));
+        b.extend(shards);
+    }
     b.push(Block::Heading(2, "Energy per token (Figs. 6–7)".into()));
     b.extend(by_batch(
         data,
@@ -460,6 +548,20 @@ fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, Repo
         "J per generated token",
         |m| m.j_per_token,
     ));
+    let shards = by_shards(
+        data,
+        "fig6-energy-per-token-by-shards",
+        "Energy per token over shard counts",
+        "J per generated token",
+        |m| m.j_per_token,
+    );
+    if !shards.is_empty() {
+        b.push(Block::Heading(
+            2,
+            "Energy per token over shard counts (Figs. 6–7)".into(),
+        ));
+        b.extend(shards);
+    }
     b.push(Block::Heading(2, "Energy per response (Figs. 8–9)".into()));
     b.extend(by_batch(
         data,
@@ -468,6 +570,20 @@ fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, Repo
         "J per response",
         |m| m.j_per_response,
     ));
+    let shards = by_shards(
+        data,
+        "fig8-energy-per-response-by-shards",
+        "Energy per response over shard counts",
+        "J per response",
+        |m| m.j_per_response,
+    );
+    if !shards.is_empty() {
+        b.push(Block::Heading(
+            2,
+            "Energy per response over shard counts (Figs. 8–9)".into(),
+        ));
+        b.extend(shards);
+    }
     b.push(Block::Heading(
         2,
         "Largest batch per configuration (Table II)".into(),

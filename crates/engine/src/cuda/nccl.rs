@@ -18,7 +18,9 @@ struct CommCell(Comm);
 unsafe impl Send for CommCell {}
 
 pub struct NcclGroup {
-    comms: Vec<Mutex<CommCell>>,
+    /// None once the group is aborted (the communicator dropped, which aborts it).
+    comms: Vec<Mutex<Option<CommCell>>>,
+    aborted: Mutex<Option<(usize, String)>>,
 }
 
 impl NcclGroup {
@@ -38,7 +40,11 @@ impl NcclGroup {
             ))
         })?;
         Ok(Arc::new(NcclGroup {
-            comms: comms.into_iter().map(|c| Mutex::new(CommCell(c))).collect(),
+            comms: comms
+                .into_iter()
+                .map(|c| Mutex::new(Some(CommCell(c))))
+                .collect(),
+            aborted: Mutex::new(None),
         }))
     }
 }
@@ -99,6 +105,28 @@ impl CustomOp1 for Sum<'_> {
 impl AllReduce for NcclGroup {
     fn sum(&self, rank: usize, t: &Tensor) -> Result<Tensor> {
         let cell = self.comms[rank].lock().unwrap_or_else(|e| e.into_inner());
-        t.contiguous()?.apply_op1_no_bwd(&Sum { comm: &cell.0 })
+        match cell.as_ref() {
+            Some(c) => t.contiguous()?.apply_op1_no_bwd(&Sum { comm: &c.0 }),
+            None => {
+                let why = self.aborted.lock().unwrap_or_else(|e| e.into_inner());
+                let (r, reason) = why.clone().unwrap_or((rank, "aborted".into()));
+                candle_core::bail!("stopped: shard {r} of the group failed ({reason})")
+            }
+        }
+    }
+
+    /// Aborts every communicator (`ncclCommAbort`, through dropping it): all-reduces waiting on
+    /// the GPUs for the failed shard end, and the next ones fail at once.
+    fn abort(&self, rank: usize, reason: &str) {
+        {
+            let mut a = self.aborted.lock().unwrap_or_else(|e| e.into_inner());
+            if a.is_none() {
+                *a = Some((rank, reason.to_string()));
+            }
+        }
+        for c in &self.comms {
+            let taken = c.lock().unwrap_or_else(|e| e.into_inner()).take();
+            drop(taken);
+        }
     }
 }
