@@ -4,6 +4,8 @@
 # must end promptly with that shard's error (not wait forever in an all-reduce), store the point
 # as infeasible, and leave no wattbench process behind.
 # Usage: bench/shard_failure.sh OUTDIR [GPUS] [HOG_GB]   GPUS default 0,1; HOG_GB default 40
+#   TOKENIZER: a tokenizer.json to build the synthetic prompts from (the model has none);
+#   TIMEOUT: seconds before the run is called hung and killed (default 300).
 # Needs: 2+ NVIDIA GPUs, python3 with torch, and wattbench built with `--features nccl` in
 # $WATTBENCH (default target/release/wattbench).
 set -uo pipefail
@@ -25,7 +27,7 @@ trap 'kill $hog 2>/dev/null || true' EXIT
 for _ in $(seq 120); do [ -f "$out/hog.ready" ] && break; sleep 1; done
 nvidia-smi --query-gpu=index,memory.used,memory.total --format=csv > "$out/memory-before.csv"
 start=$(date +%s.%N)
-timeout 300 "$wb" run --model synthetic:llama-13b --gpus "$gpus" --dataset synthetic:in=128,out=1024 \
+timeout "${TIMEOUT:-300}" "$wb" run --model synthetic:llama-13b --gpus "$gpus" --dataset synthetic:in=128,out=1024 ${TOKENIZER:+--tokenizer "$TOKENIZER"} \
   --num-prompts 64 --batch-size 64 --max-new-tokens 1024 --ignore-eos --repeats 1 \
   --db "$out/run.db" > "$out/run.out" 2> "$out/run.err"
 code=$?

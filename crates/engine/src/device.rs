@@ -68,6 +68,19 @@ pub fn memory_bytes(device: &Device) -> Option<u64> {
     None
 }
 
+/// The memory free on `device` now (CUDA), or None.
+pub fn free_bytes(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(d) = device {
+        d.cuda_stream().context().bind_to_thread().ok()?;
+        return cudarc::driver::result::mem_get_info()
+            .ok()
+            .map(|(free, _)| free as u64);
+    }
+    let _ = device;
+    None
+}
+
 /// `cpu` or `cuda:N`, as `--device` takes it.
 pub fn device_name(device: &Device) -> String {
     match device.location() {
@@ -85,6 +98,19 @@ pub fn cuda_devices(indices: &[usize]) -> Result<Vec<Device>, EngineError> {
             device: format!("--gpus {indices:?}"),
             feature: "cuda",
         });
+    }
+    #[cfg(feature = "cuda")]
+    if let Ok(count) = cudarc::driver::CudaContext::device_count() {
+        let count = count.max(0) as usize;
+        if let Some(&missing) = indices.iter().find(|&&i| i >= count) {
+            return Err(EngineError::Device {
+                device: format!("cuda:{missing}"),
+                message: format!(
+                    "GPU {missing} does not exist: CUDA sees {count} GPU(s) here (0..{}); pass --gpus with indices below {count}, or --tensor-parallel {count} or less",
+                    count.saturating_sub(1)
+                ),
+            });
+        }
     }
     indices
         .iter()

@@ -56,21 +56,33 @@ pub struct BatchResult {
 }
 
 /// A rough upper bound of the batch that fits, for out-of-memory messages: what is left of
-/// `budget_bytes` after the weights, divided by one sequence's KV cache and activations.
-fn suggest_batch(m: &Llama, tokens: usize, budget_bytes: Option<u64>) -> usize {
-    let per_seq = (2
+/// `budget_bytes` after the weights (this shard's share of them), divided by one sequence's KV
+/// cache and activations; no more than what the memory free now (`free_bytes`, with the weights
+/// loaded and the failed allocation released) holds, where other processes use the GPU too.
+fn suggest_batch(
+    m: &Llama,
+    tokens: usize,
+    budget_bytes: Option<u64>,
+    free_bytes: Option<u64>,
+) -> usize {
+    let per_seq = ((2
         * m.cfg.num_hidden_layers
         * m.kv_heads()
         * m.cfg.head_dim()
         * tokens
         * m.dtype.size_in_bytes()
-        + 8 * m.cfg.hidden_size * tokens * 4) as u64;
-    match budget_bytes {
-        Some(b) => {
-            let weights = m.cfg.parameters() * m.dtype.size_in_bytes() as u64;
-            (b.saturating_sub(weights) / per_seq.max(1)).max(1) as usize
-        }
-        None => 1,
+        + 8 * m.cfg.hidden_size * tokens * 4) as u64)
+        .max(1);
+    let world = m.group().map_or(1, |s| s.world) as u64;
+    let from_total = budget_bytes.map(|b| {
+        let weights = m.cfg.parameters() * m.dtype.size_in_bytes() as u64 / world;
+        b.saturating_sub(weights) / per_seq
+    });
+    let from_free = free_bytes.map(|f| f / per_seq);
+    match (from_total, from_free) {
+        (Some(t), Some(f)) => t.min(f).max(1) as usize,
+        (Some(x), None) | (None, Some(x)) => x.max(1) as usize,
+        (None, None) => 1,
     }
 }
 
@@ -174,6 +186,7 @@ fn generate_steps(
                     m,
                     capacity,
                     memory_bytes.or_else(|| crate::device::memory_bytes(&m.device)),
+                    crate::device::free_bytes(&m.device),
                 )
                 .min(b.saturating_sub(1).max(1)),
                 message: e.to_string().lines().next().unwrap_or("").to_string(),
