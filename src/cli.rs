@@ -42,6 +42,32 @@ pub enum Command {
     Report(ReportArgs),
     /// Show GPU power limits and bounds, or restore limits that a stopped wattbench left changed
     PowerLimit(PowerLimitArgs),
+    /// Serve the embedded engine over the OpenAI API (completions and chat, streamed or not)
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port, printed at the start)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Most requests generated together in one batch
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_batch: usize,
+    /// A batch closes when no request has arrived for this long...
+    #[arg(long, default_value = "10ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub batch_quiet: Duration,
+    /// ...or when it has waited this long for requests
+    #[arg(long, default_value = "200ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub batch_wait: Duration,
+    /// Require this environment variable's value as the API key (Authorization: Bearer KEY)
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
 }
 
 #[derive(Args, Debug)]

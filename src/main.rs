@@ -7,6 +7,7 @@ mod meters;
 mod prompts;
 mod provenance;
 mod runner;
+mod serve;
 mod signals;
 mod ui;
 
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
         cli::Command::Sweep(args) => commands::sweep::run(args),
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::PowerLimit(args) => commands::power_limit::run(args),
+        cli::Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -9,4 +9,5 @@ pub mod monitor;
 pub mod power_limit;
 pub mod report;
 pub mod run;
+pub mod serve;
 pub mod sweep;

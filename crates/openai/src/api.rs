@@ -86,6 +86,10 @@ pub fn body(t: &Target, prompt: &str, max_tokens: u32, s: &Sampling) -> Value {
 /// The text, finish reason and usage one chunk (or a whole response) carries.
 #[derive(Debug, Default, PartialEq)]
 pub struct Piece {
+    /// Whether the chunk reports generated tokens: it has text, or an empty text that is not the
+    /// final chunk (a token whose characters the server holds back until they are whole) and not
+    /// a chat role announcement.
+    pub token: bool,
     pub text: String,
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u64>,
@@ -105,10 +109,13 @@ pub fn piece(endpoint: Endpoint, v: &Value) -> Option<Piece> {
                     .or_else(|| c.get("message"))
                     .and_then(|m| m.get("content")),
             };
+            let finish = c.get("finish_reason").and_then(Value::as_str);
+            let role = c.get("delta").is_some_and(|d| d.get("role").is_some());
             if let Some(t) = text.and_then(Value::as_str) {
                 p.text.push_str(t);
+                p.token |= !t.is_empty() || (finish.is_none() && !role);
             }
-            if let Some(f) = c.get("finish_reason").and_then(Value::as_str) {
+            if let Some(f) = finish {
                 p.finish_reason = Some(f.to_string());
             }
         }
@@ -162,7 +169,15 @@ mod tests {
     #[test]
     fn pieces_of_chunks_and_responses() {
         let chunk = json!({"choices": [{"index": 0, "text": "Par", "finish_reason": null}]});
-        assert_eq!(piece(Endpoint::Completions, &chunk).unwrap().text, "Par");
+        let p = piece(Endpoint::Completions, &chunk).unwrap();
+        assert_eq!((p.text.as_str(), p.token), ("Par", true));
+        // A token whose characters are held back, the final chunk, a chat role announcement.
+        let held = json!({"choices": [{"index": 0, "text": "", "finish_reason": null}]});
+        assert!(piece(Endpoint::Completions, &held).unwrap().token);
+        let last = json!({"choices": [{"index": 0, "text": "", "finish_reason": "length"}]});
+        assert!(!piece(Endpoint::Completions, &last).unwrap().token);
+        let role = json!({"choices": [{"delta": {"role": "assistant", "content": ""}}]});
+        assert!(!piece(Endpoint::Chat, &role).unwrap().token);
         let chat = json!({"choices": [{"delta": {"content": "is"}, "finish_reason": "stop"}]});
         let p = piece(Endpoint::Chat, &chat).unwrap();
         assert_eq!(

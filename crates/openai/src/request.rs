@@ -51,7 +51,7 @@ pub struct Outcome {
     /// When the first text arrived (streaming only).
     pub first_token_s: Option<f64>,
     pub end_s: f64,
-    /// When each event with text arrived (streaming), in order.
+    /// When each event that reported tokens arrived (streaming), in order.
     pub token_times: Vec<f64>,
     pub text: String,
     pub finish_reason: Option<String>,
@@ -192,11 +192,11 @@ pub fn send(
         let Some(p) = parsed else {
             return fail(o, Failure::InvalidEvent, data.chars().take(200).collect());
         };
-        if !p.text.is_empty() {
+        if p.token {
             o.first_token_s.get_or_insert(at);
             o.token_times.push(at);
-            o.text.push_str(&p.text);
         }
+        o.text.push_str(&p.text);
         if p.finish_reason.is_some() {
             o.finish_reason = p.finish_reason;
         }
