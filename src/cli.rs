@@ -278,7 +278,77 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub tensor_parallel: Option<usize>,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub settings: RunSettings,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EngineKind {
+    /// The embedded engine (candle), in this process
+    Embedded,
+    /// An OpenAI-compatible server (vLLM, SGLang, llama.cpp, `wattbench serve`, ...) at --base-url
+    Openai,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum EndpointArg {
+    /// /v1/completions: the prompt as it is
+    Completions,
+    /// /v1/chat/completions: the prompt as a user message, in the server's chat template
+    Chat,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arrivals {
+    /// Exponential gaps (a Poisson process), drawn from --seed
+    Poisson,
+    /// Even gaps
+    Constant,
+}
+
+/// Driving a server over the OpenAI API.
+#[derive(Args, Debug, Clone)]
+pub struct ServerArgs {
+    /// Who generates: embedded, or openai (a server at --base-url; --model is its model name)
+    #[arg(long, value_enum, default_value = "embedded")]
+    pub engine: EngineKind,
+    /// The server, e.g. http://127.0.0.1:8000 (https works too)
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
+    /// The endpoint to call
+    #[arg(long, value_enum, default_value = "completions")]
+    pub endpoint: EndpointArg,
+    /// Ask for whole responses instead of streamed events (then there is no time to first token)
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Environment variable that holds the API key [default: OPENAI_API_KEY where it is set]
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Most requests in flight [default: --batch-size]
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<usize>,
+    /// Requests per second (an open loop); without it, a closed loop keeps --max-concurrency in flight
+    #[arg(long, value_name = "R")]
+    pub request_rate: Option<f64>,
+    /// How requests arrive at --request-rate
+    #[arg(long, value_enum, default_value = "poisson")]
+    pub arrivals: Arrivals,
+    /// The longest one request may take
+    #[arg(long, default_value = "600s", value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Exit with status 1 when more than this share of requests fail (0 to 1)
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub max_failure_rate: f64,
+    /// Goodput counts requests whose time to first token is at most this
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub ttft_target: Option<Duration>,
+    /// ... whose time per output token is at most this
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub tpot_target: Option<Duration>,
+    /// ... and whose end-to-end latency is at most this
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub e2e_target: Option<Duration>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

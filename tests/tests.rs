@@ -9,5 +9,6 @@ mod monitor;
 mod power;
 mod report;
 mod run;
+mod serve;
 mod sweep;
 mod util;

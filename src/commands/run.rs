@@ -1,6 +1,6 @@
 //! `wattbench run`: one benchmark configuration, measured batch by batch and stored.
 
-use crate::cli::RunArgs;
+use crate::cli::{EngineKind, RunArgs};
 use crate::runner::caps::{self, Caps};
 use crate::runner::session::{resolve_device, Session};
 use crate::runner::{setup, summary};
@@ -16,6 +16,12 @@ const QUICK_GPU: (usize, usize, u32, usize) = (512, 64, 128, 3);
 const PAPER: (usize, usize, u32, usize) = (4096, 64, 256, 1);
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.server.engine == EngineKind::Openai {
+        return crate::runner::serving::run(&args);
+    }
+    if args.server.base_url.is_some() {
+        anyhow::bail!("--base-url is for --engine openai; add it to drive that server");
+    }
     let gpus: Vec<usize> = match args.tensor_parallel {
         Some(0) => anyhow::bail!("--tensor-parallel must be at least 1"),
         Some(n) => (0..n).collect(),

@@ -138,6 +138,47 @@ fn crop(t: &Timeline, devices: &[DeviceInfo], t0: f64, t1: f64) -> Timeline {
     out
 }
 
+/// The energy window `[w0, w1]` (seconds on the sampler's clock) of `devices`, with its timeline.
+pub fn measurement(
+    devices: &[DeviceInfo],
+    timeline: &Timeline,
+    (w0, w1): (f64, f64),
+    start_unix: f64,
+    mut warnings: Vec<Warning>,
+    interval_s: f64,
+    config: serde_json::Value,
+) -> Measurement {
+    let s = summarize(devices, timeline, w0, w1, None);
+    warnings.extend(s.warnings);
+    let cropped = crop(timeline, devices, w0, w1);
+    let samples = cropped.series.first().map_or(0, |s| s.points.len() as u64);
+    Measurement {
+        id: None,
+        started_at: crate::provenance::rfc3339(start_unix + w0),
+        finished_at: crate::provenance::rfc3339(start_unix + w1),
+        started_unix_s: start_unix + w0,
+        wall_s: w1 - w0,
+        command: std::env::args().collect(),
+        exit_code: None,
+        energy_j: s.energy_j,
+        avg_power_w: s.avg_power_w,
+        peak_power_w: s.peak_power_w,
+        idle_power_w: None,
+        net_energy_j: None,
+        devices: s.devices,
+        warnings,
+        sampler: SamplerStats {
+            interval_s,
+            samples,
+            ..SamplerStats::default()
+        },
+        config,
+        provenance: crate::provenance::collect(),
+        window_start_s: w0,
+        timeline: cropped,
+    }
+}
+
 /// Runs every batch of the plan once, as repeat `repeat`.
 pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
     let cfg = ctx.config;
@@ -245,6 +286,8 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
                 latency_s: t1 - t0,
                 output_text: text,
                 correct,
+                ttft_s: None,
+                tpot_s: None,
             });
         }
     }
@@ -256,36 +299,15 @@ pub fn run_repeat(ctx: &Context<'_>, repeat: usize, warmup_s: f64) -> Outcome {
         );
     }
     let window = (!done.is_empty()).then(|| {
-        let s = summarize(ctx.devices, &timeline, w0, w1, None);
-        let mut warnings = ctx.warnings.clone();
-        warnings.extend(s.warnings);
-        let cropped = crop(&timeline, ctx.devices, w0, w1);
-        let samples = cropped.series.first().map_or(0, |s| s.points.len() as u64);
-        Measurement {
-            id: None,
-            started_at: crate::provenance::rfc3339(start_unix + w0),
-            finished_at: crate::provenance::rfc3339(start_unix + w1),
-            started_unix_s: start_unix + w0,
-            wall_s: wall,
-            command: std::env::args().collect(),
-            exit_code: None,
-            energy_j: s.energy_j,
-            avg_power_w: s.avg_power_w,
-            peak_power_w: s.peak_power_w,
-            idle_power_w: None,
-            net_energy_j: None,
-            devices: s.devices,
-            warnings,
-            sampler: SamplerStats {
-                interval_s: cfg.interval_s,
-                samples,
-                ..SamplerStats::default()
-            },
-            config: serde_json::json!({ "run": cfg, "repeat": repeat }),
-            provenance: crate::provenance::collect(),
-            window_start_s: w0,
-            timeline: cropped,
-        }
+        measurement(
+            ctx.devices,
+            &timeline,
+            (w0, w1),
+            start_unix,
+            ctx.warnings.clone(),
+            cfg.interval_s,
+            serde_json::json!({ "run": cfg, "repeat": repeat }),
+        )
     });
     let batch_time: f64 = record_batches.iter().map(|b| b.wall_s).sum();
     Outcome {

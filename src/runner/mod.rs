@@ -11,6 +11,7 @@ pub mod grid;
 pub mod maxbatch;
 pub mod plan;
 pub mod progress;
+pub mod serving;
 pub mod session;
 pub mod setup;
 pub mod summary;

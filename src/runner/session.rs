@@ -88,6 +88,30 @@ impl Session {
         })
     }
 
+    /// The sampler of the session's sensors (running until [`Session::close`]).
+    pub fn sampler(&self) -> &Sampler<SensorSet> {
+        self.sampler.as_ref().expect("the sampler runs until close")
+    }
+
+    /// Warnings that hold for every window (busy or hot GPUs at the start, other processes).
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// The flag Ctrl-C sets.
+    pub fn stop_flag(&self) -> &AtomicBool {
+        &self.stop
+    }
+
+    /// Stores a finished record with its window.
+    pub fn store_run(
+        &mut self,
+        record: RunRecord,
+        window: Option<wattbench_core::Measurement>,
+    ) -> Repeat {
+        store_record(&mut self.store, record, window)
+    }
+
     pub fn interrupted(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
     }

@@ -143,5 +143,6 @@ pub fn config(
         sensors: settings.sensor.sensors.clone(),
         interval_s: settings.sensor.interval.as_secs_f64(),
         power_limit: None,
+        server: None,
     }
 }

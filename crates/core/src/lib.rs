@@ -16,6 +16,7 @@ pub use device::{Capabilities, DeviceInfo, DeviceKind, PowerLimits};
 pub use record::{DeviceResult, Measurement, Provenance, SamplerStats, SCHEMA_NAME};
 pub use run::{
     BatchRecord, DeviceUse, PowerCap, RequestRecord, RunConfig, RunMetrics, RunRecord, RunStatus,
+    ServerConfig,
 };
 pub use stats::{mean_ci, Stat};
 pub use summary::{summarize, Summary};

@@ -40,6 +40,24 @@ pub struct RunConfig {
     /// The GPU power limit the run was measured at (None: the limits were left as they were).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub power_limit: Option<PowerCap>,
+    /// The OpenAI-compatible server the run drove (None: the embedded engine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ServerConfig>,
+}
+
+/// How a run drove a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServerConfig {
+    pub base_url: String,
+    /// `completions` or `chat`.
+    pub endpoint: String,
+    pub stream: bool,
+    /// Most requests in flight (the batch of a closed loop).
+    pub max_concurrency: usize,
+    /// Requests per second of an open loop (None: a closed loop at `max_concurrency`).
+    pub request_rate: Option<f64>,
+    /// `poisson` or `constant` (open loop).
+    pub arrivals: String,
 }
 
 /// A GPU power limit set for a run: as asked for (`175W`, `70%`), and the limit in force on each
@@ -140,6 +158,12 @@ pub struct RequestRecord {
     pub output_text: Option<String>,
     /// With `--score`: whether the response's final number equals the reference answer.
     pub correct: Option<bool>,
+    /// Time to the first token (requests to a server that streams).
+    #[serde(default)]
+    pub ttft_s: Option<f64>,
+    /// Time per output token after the first (requests to a server that streams).
+    #[serde(default)]
+    pub tpot_s: Option<f64>,
 }
 
 /// A finished (or stopped) run, as stored.
@@ -179,8 +203,10 @@ pub struct RunMetrics {
     pub output_tokens: u64,
     pub words: Option<u64>,
     pub wall_s: f64,
-    pub prefill_s: f64,
-    pub decode_s: f64,
+    /// Prompt processing and decoding, summed over batches (None for runs against a server,
+    /// which does not say).
+    pub prefill_s: Option<f64>,
+    pub decode_s: Option<f64>,
     pub words_per_s: Option<f64>,
     pub tokens_per_s: Option<f64>,
     pub responses_per_s: Option<f64>,
@@ -225,8 +251,10 @@ impl RunMetrics {
             output_tokens,
             words,
             wall_s: wall,
-            prefill_s: run.batches.iter().map(|b| b.prefill_s).sum(),
-            decode_s: run.batches.iter().map(|b| b.decode_s).sum(),
+            prefill_s: (!run.batches.is_empty())
+                .then(|| run.batches.iter().map(|b| b.prefill_s).sum()),
+            decode_s: (!run.batches.is_empty())
+                .then(|| run.batches.iter().map(|b| b.decode_s).sum()),
             words_per_s: words.and_then(|w| per_s(w as f64)),
             tokens_per_s: per_s(output_tokens as f64),
             responses_per_s: per_s(responses as f64),
@@ -235,7 +263,9 @@ impl RunMetrics {
             j_per_token: ratio(run.energy_j, output_tokens as f64),
             j_per_response: ratio(run.energy_j, responses as f64),
             j_per_word: words.and_then(|w| ratio(run.energy_j, w as f64)),
-            harness_pct: (wall > 0.0).then(|| 100.0 * run.harness_s / wall),
+            // A server run has no harness time between batches; its client cost is reported apart.
+            harness_pct: (wall > 0.0 && run.config.server.is_none())
+                .then(|| 100.0 * run.harness_s / wall),
             correct,
             accuracy: correct.map(|c| c as f64 / scored.len() as f64),
             j_per_correct: correct.and_then(|c| ratio(run.energy_j, c as f64)),
@@ -297,6 +327,7 @@ mod tests {
             sensors: vec!["fake:300".into()],
             interval_s: 0.1,
             power_limit: None,
+            server: None,
         }
     }
 
@@ -313,6 +344,8 @@ mod tests {
             latency_s: 1.0,
             output_text: None,
             correct,
+            ttft_s: None,
+            tpot_s: None,
         }
     }
 

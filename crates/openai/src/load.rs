@@ -4,7 +4,7 @@
 
 use crate::api::{Sampling, Target};
 use crate::request::{agent, send, Outcome};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use wattbench_workload::sample::SplitMix64;
@@ -88,7 +88,8 @@ impl Slots {
 
 /// Sends every prompt under `opts`, on `clock` (outcome times are seconds since it), calling
 /// `on_done` as each request ends; returns the outcomes in prompt order. Prompt `i` has index
-/// `first_index + i`.
+/// `first_index + i`. Once `stop` is set no new request is sent; those in flight finish.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     t: &Target,
     prompts: &[Prompt],
@@ -96,6 +97,7 @@ pub fn run(
     opts: &LoadOptions,
     first_index: usize,
     clock: Instant,
+    stop: &AtomicBool,
     on_done: &(dyn Fn(&Outcome) + Sync),
 ) -> Vec<Outcome> {
     let client = agent(t);
@@ -110,6 +112,9 @@ pub fn run(
             std::thread::scope(|s| {
                 for _ in 0..concurrency.clamp(1, prompts.len().max(1)) {
                     s.spawn(|| loop {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
                         let i = next.fetch_add(1, Ordering::SeqCst);
                         let Some(p) = prompts.get(i) else { break };
                         finish(send(
@@ -138,6 +143,9 @@ pub fn run(
             let start = clock.elapsed().as_secs_f64();
             std::thread::scope(|s| {
                 for (i, p) in prompts.iter().enumerate() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
                     let wait = start + due[i] - clock.elapsed().as_secs_f64();
                     if wait > 0.0 {
                         std::thread::sleep(Duration::from_secs_f64(wait));

@@ -149,6 +149,7 @@ fn prompts(texts: &[&str]) -> Vec<Prompt> {
 
 fn go(t: &Target, texts: &[&str], load: Load) -> Vec<Outcome> {
     let opts = LoadOptions { load, seed: 1 };
+    let stop = std::sync::atomic::AtomicBool::new(false);
     run(
         t,
         &prompts(texts),
@@ -156,6 +157,7 @@ fn go(t: &Target, texts: &[&str], load: Load) -> Vec<Outcome> {
         &opts,
         0,
         Instant::now(),
+        &stop,
         &|_| {},
     )
 }

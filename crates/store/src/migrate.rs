@@ -12,6 +12,7 @@ pub const APPLICATION_ID: i32 = 0x5741_5454;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_measurements.sql"),
     include_str!("migrations/0002_runs.sql"),
+    include_str!("migrations/0003_request_latency.sql"),
 ];
 
 /// The schema version this build writes.

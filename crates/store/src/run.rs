@@ -83,8 +83,8 @@ pub(crate) fn insert(
         let mut r = tx
             .prepare(
                 "INSERT INTO requests (run_id, batch, position, dataset_index, input_tokens, output_tokens, words,
-                    finish, energy_j, latency_s, output_text, correct)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    finish, energy_j, latency_s, output_text, correct, ttft_s, tpot_s)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )
             .map_err(err)?;
         for x in &run.requests {
@@ -101,6 +101,8 @@ pub(crate) fn insert(
                 x.latency_s,
                 x.output_text,
                 x.correct,
+                x.ttft_s,
+                x.tpot_s,
             ])
             .map_err(err)?;
         }
@@ -195,7 +197,7 @@ pub(crate) fn load_all(store: &Store, with_requests: bool) -> Result<Vec<RunReco
             .conn
             .prepare(
                 "SELECT run_id, batch, position, dataset_index, input_tokens, output_tokens, words, finish, energy_j,
-                    latency_s, output_text, correct
+                    latency_s, output_text, correct, ttft_s, tpot_s
                  FROM requests ORDER BY run_id, batch, position",
             )
             .map_err(&e)?;
@@ -217,6 +219,8 @@ pub(crate) fn load_all(store: &Store, with_requests: bool) -> Result<Vec<RunReco
                     latency_s: r.get(9).map_err(&e)?,
                     output_text: r.get(10).map_err(&e)?,
                     correct: r.get(11).map_err(&e)?,
+                    ttft_s: r.get(12).map_err(&e)?,
+                    tpot_s: r.get(13).map_err(&e)?,
                 },
             ));
         }

@@ -199,6 +199,7 @@ fn run_record(status: RunStatus) -> RunRecord {
         sensors: vec!["fake:300".into()],
         interval_s: 0.1,
         power_limit: None,
+        server: None,
     };
     let request = |batch, position, words, text: Option<&str>| RequestRecord {
         batch,
@@ -212,6 +213,8 @@ fn run_record(status: RunStatus) -> RunRecord {
         latency_s: 0.5,
         output_text: text.map(String::from),
         correct: text.map(|t| t.contains('7')),
+        ttft_s: (position == 1).then_some(0.125),
+        tpot_s: (position == 1).then_some(0.03125),
     };
     RunRecord {
         id: None,

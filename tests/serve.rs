@@ -1,0 +1,288 @@
+//! `wattbench serve` on loopback, driven by `wattbench run --engine openai`: the real HTTP path
+//! end to end, with the energy of a simulated sensor on the same clock.
+
+use crate::util::{bin, count, json, stderr};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// A running `wattbench serve`; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let mut c = bin();
+    c.args([
+        "serve",
+        "--model",
+        "synthetic:tiny",
+        "--port",
+        "0",
+        "--max-batch",
+        "4",
+    ])
+    .args(extra)
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("serve printed its address").unwrap();
+        if let Some(i) = line.find("http://") {
+            break line[i..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining its stderr so that it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, url }
+}
+
+fn drive(dir: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    bin()
+        .current_dir(dir)
+        .env_remove("OPENAI_API_KEY")
+        .args([
+            "run",
+            "--engine",
+            "openai",
+            "--base-url",
+            url,
+            "--model",
+            "synthetic:tiny",
+            "--sensor",
+            "fake:100",
+            "--num-prompts",
+            "12",
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--ignore-eos",
+            "--db",
+            "runs.db",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_drives_serve_and_meters_it_on_the_same_clock() {
+    let server = serve(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = drive(dir.path(), &server.url, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["responses"], 12, "{v}");
+    assert_eq!(
+        v["output_tokens"], 96,
+        "12 answers of exactly 8 tokens: {v}"
+    );
+    let wall = v["wall_s"].as_f64().unwrap();
+    let energy = v["energy_j"].as_f64().unwrap();
+    assert!(
+        (energy - 100.0 * wall).abs() < 0.05 * energy,
+        "{energy} J over {wall} s"
+    );
+    let s = &v["serving"][0]["summary"];
+    assert_eq!(
+        (s["requests"].as_u64(), s["succeeded"].as_u64()),
+        (Some(12), Some(12))
+    );
+    for key in ["ttft_s", "itl_s", "tpot_s", "e2e_s"] {
+        assert!(s[key]["p50"].as_f64().unwrap() > 0.0, "{key}: {s}");
+    }
+    assert!(s["ttft_s"]["p99"].as_f64() <= s["e2e_s"]["p99"].as_f64());
+    let db = dir.path().join("runs.db");
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM requests WHERE ttft_s > 0 AND tpot_s > 0"
+        ),
+        12
+    );
+    // Every joule of the window while requests were in flight went to one of them.
+    let shared: f64 = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT sum(energy_j) FROM requests", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        shared <= energy * 1.0001 && shared > 0.9 * energy,
+        "{shared} of {energy} J"
+    );
+    let cfg: String = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT config_json FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        cfg.contains(&format!("\"base_url\":\"{}\"", server.url)),
+        "{cfg}"
+    );
+}
+
+#[test]
+fn chat_whole_responses_and_an_open_loop() {
+    let server = serve(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = drive(
+        dir.path(),
+        &server.url,
+        &["--endpoint", "chat", "--no-stream"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["output_tokens"], 96);
+    let s = &v["serving"][0]["summary"];
+    assert!(
+        s["ttft_s"].is_null(),
+        "no first token without a stream: {s}"
+    );
+    assert!(s["e2e_s"]["p50"].as_f64().unwrap() > 0.0);
+    let out = drive(
+        dir.path(),
+        &server.url,
+        &[
+            "--request-rate",
+            "40",
+            "--arrivals",
+            "constant",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["serving"][0]["summary"]["succeeded"], 12);
+    let latencies: Vec<f64> = {
+        let db = dir.path().join("runs.db");
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let id: i64 = conn
+            .query_row("SELECT max(id) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        let mut st = conn
+            .prepare("SELECT latency_s FROM requests WHERE run_id = ?1")
+            .unwrap();
+        st.query_map([id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(latencies.len(), 12);
+    assert!(latencies.iter().all(|&l| l > 0.0));
+}
+
+#[test]
+fn the_api_key_is_required_and_failures_decide_the_exit_code() {
+    let server = serve(&["--api-key-env", "TEST_KEY"], &[("TEST_KEY", "sesame")]);
+    let dir = tempfile::tempdir().unwrap();
+    // Without the key the warm-up fails and says why.
+    let out = drive(dir.path(), &server.url, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("http_401"), "{}", stderr(&out));
+    // Without a warm-up every request fails, is counted, and the run fails.
+    let out = drive(dir.path(), &server.url, &["--warmup", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v = json(&out);
+    assert_eq!(
+        v["serving"][0]["summary"]["failures"]["http_401"], 12,
+        "{v}"
+    );
+    // With it, all is well.
+    let mut c = bin();
+    let out = c
+        .current_dir(dir.path())
+        .env("MY_KEY", "sesame")
+        .args([
+            "run",
+            "--engine",
+            "openai",
+            "--base-url",
+            &server.url,
+            "--model",
+            "synthetic:tiny",
+            "--api-key-env",
+            "MY_KEY",
+            "--sensor",
+            "fake:100",
+            "--num-prompts",
+            "4",
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "4",
+            "--db",
+            "runs.db",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_server_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = drive(dir.path(), "http://127.0.0.1:9", &["--model", "x"]);
+    assert!(!o.status.success());
+    let o = bin()
+        .current_dir(dir.path())
+        .args(["run", "--engine", "openai", "--model", "m"])
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("needs --base-url"), "{}", stderr(&o));
+    let o = bin()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--engine",
+            "openai",
+            "--base-url",
+            "http://127.0.0.1:9",
+        ])
+        .output()
+        .unwrap();
+    assert!(stderr(&o).contains("needs --model NAME"), "{}", stderr(&o));
+    // Nothing listens on port 9: the warm-up's connection failures are the error.
+    let o = drive(dir.path(), "http://127.0.0.1:9", &[]);
+    assert!(stderr(&o).contains("connection"), "{}", stderr(&o));
+    // The wrong model name: the server's 404 says which it serves.
+    let server = serve(&[], &[]);
+    let o = bin()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            "--engine",
+            "openai",
+            "--base-url",
+            &server.url,
+            "--model",
+            "llama",
+            "--sensor",
+            "fake:1",
+            "--num-prompts",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("http_404") && stderr(&o).contains("synthetic:tiny"),
+        "{}",
+        stderr(&o)
+    );
+}
