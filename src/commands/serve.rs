@@ -35,6 +35,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let context = loaded.model.cfg.max_position_embeddings;
+    let vocab = loaded.model.cfg.vocab_size;
+    let synthetic = loaded.synthetic;
     let jobs = batcher::start(
         loaded,
         Batching {
@@ -47,6 +49,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         model: args.model.model.clone(),
         tokenizer,
         context,
+        vocab,
+        synthetic,
         api_key,
         jobs,
     });

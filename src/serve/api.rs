@@ -16,6 +16,10 @@ pub struct Server {
     pub model: String,
     pub tokenizer: Tokenizer,
     pub context: usize,
+    pub vocab: usize,
+    /// Random weights: token ids beyond the vocabulary (a borrowed tokenizer's) are folded into
+    /// it, as `run` does; for real weights they are an error.
+    pub synthetic: bool,
     pub api_key: Option<String>,
     pub jobs: Sender<Job>,
 }
@@ -138,7 +142,18 @@ fn complete(
     }
     let parsed = (|| -> Result<(Vec<u32>, u32, GenerationParams, bool, bool), String> {
         let text = prompt_text(server, &body, chat)?;
-        let prompt = server.tokenizer.encode(&text).map_err(|e| e.to_string())?;
+        let mut prompt = server.tokenizer.encode(&text).map_err(|e| e.to_string())?;
+        if let Some(&id) = prompt.iter().find(|&&i| i as usize >= server.vocab) {
+            if !server.synthetic {
+                return Err(format!(
+                    "the prompt has token id {id}, outside the model's vocabulary of {}; serve the model with its own tokenizer",
+                    server.vocab
+                ));
+            }
+            for i in &mut prompt {
+                *i %= server.vocab as u32;
+            }
+        }
         let max = number(&body, "max_tokens", 16.0)?;
         if !(max >= 1.0 && max <= u32::MAX as f64) {
             return Err("`max_tokens` must be at least 1".into());
