@@ -63,7 +63,17 @@ impl Session {
             };
             let gpus = sensors.devices().iter().any(|d| d.kind == DeviceKind::Gpu);
             if sensor.devices.is_empty() && gpus {
-                sensors.select(&used)?;
+                if let Err(e) = sensors.select(&used) {
+                    if let wattbench_meter::SensorError::DeviceNotFound {
+                        selector, found, ..
+                    } = &e
+                    {
+                        anyhow::bail!(
+                            "GPU {selector} does not exist ({found}); run on GPUs that exist (--gpus, --tensor-parallel or --device cuda:N)"
+                        );
+                    }
+                    return Err(e.into());
+                }
             }
         }
         let devices = sensors.devices().to_vec();
