@@ -116,6 +116,23 @@ fn pick<T: Clone>(
     }
 }
 
+/// `--dataset` is split at commas, and so are the settings of a synthetic dataset
+/// (`synthetic:in=128,out=256`): a piece that is a bare `key=value` belongs to the dataset before it.
+fn rejoin(list: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for item in list {
+        let setting = item.contains('=') && !item.contains(':');
+        match out.last_mut() {
+            Some(prev) if setting && prev.starts_with("synthetic:") => {
+                prev.push(',');
+                prev.push_str(item);
+            }
+            _ => out.push(item.clone()),
+        }
+    }
+    out
+}
+
 /// The grid of `args`, or the error that names the flag or the file's line.
 pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
     if args.preset.is_some() && args.config.is_some() {
@@ -133,7 +150,7 @@ pub fn grid(args: &SweepArgs) -> anyhow::Result<Grid> {
     let datasets = pick(
         "--dataset",
         "dataset",
-        &args.dataset,
+        &rejoin(&args.dataset),
         file.dataset,
         &source,
         Some(vec!["gsm8k".into()]),
@@ -258,6 +275,22 @@ mod tests {
         assert_eq!((g.num_prompts, g.batch_sizes.clone()), (512, vec![64, 128]));
         assert_eq!(g.max_new_tokens, [256, 512, 1024]);
         assert_eq!(g.gpus, [1]);
+        let synthetic = grid(&sweep(&[
+            "--model",
+            "synthetic:tiny",
+            "--dataset",
+            "gsm8k,synthetic:in=128,out=256,alpaca,synthetic:in=8,out=4,dist=normal",
+        ]))
+        .unwrap();
+        assert_eq!(
+            synthetic.datasets,
+            [
+                "gsm8k",
+                "synthetic:in=128,out=256",
+                "alpaca",
+                "synthetic:in=8,out=4,dist=normal"
+            ]
+        );
         let shards = grid(&sweep(&["--model", "synthetic:tiny", "--gpus", "4,1,2"])).unwrap();
         assert_eq!(shards.gpus, [1, 2, 4]);
         assert_eq!(g.name, "words-to-watts");
