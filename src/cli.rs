@@ -328,9 +328,10 @@ pub struct ServerArgs {
     /// Most requests in flight [default: --batch-size]
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
-    /// Requests per second (an open loop); without it, a closed loop keeps --max-concurrency in flight
-    #[arg(long, value_name = "R")]
-    pub request_rate: Option<f64>,
+    /// Requests per second (an open loop), one point per rate (2,4,8); without it, a closed loop keeps
+    /// --max-concurrency in flight
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub request_rate: Vec<f64>,
     /// How requests arrive at --request-rate
     #[arg(long, value_enum, default_value = "poisson")]
     pub arrivals: Arrivals,

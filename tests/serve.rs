@@ -156,7 +156,7 @@ fn chat_whole_responses_and_an_open_loop() {
         &server.url,
         &[
             "--request-rate",
-            "40",
+            "20,40",
             "--arrivals",
             "constant",
             "--warmup",
@@ -164,8 +164,18 @@ fn chat_whole_responses_and_an_open_loop() {
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let v = json(&out);
-    assert_eq!(v["serving"][0]["summary"]["succeeded"], 12);
+    // A rate sweep: one point per rate, each its own run.
+    let text = crate::util::stdout(&out);
+    let points: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(points.len(), 2);
+    for (p, rate) in points.iter().zip([20.0, 40.0]) {
+        assert_eq!(p["config"]["server"]["request_rate"], rate);
+        assert_eq!(p["serving"][0]["summary"]["succeeded"], 12);
+    }
+    assert_ne!(points[0]["key"], points[1]["key"]);
     let latencies: Vec<f64> = {
         let db = dir.path().join("runs.db");
         let conn = rusqlite::Connection::open(db).unwrap();

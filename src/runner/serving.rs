@@ -186,8 +186,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             s.max_failure_rate
         );
     }
-    if s.request_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        bail!("--request-rate must be a positive number of requests per second");
+    if s.request_rate.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
+        bail!("--request-rate takes positive numbers of requests per second, as in 2,4,8");
     }
     let num_prompts = args.num_prompts.unwrap_or(4096);
     let batch_size = args.batch_size.unwrap_or(64);
@@ -242,13 +242,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             max_tokens,
         });
     }
-    let load = match s.request_rate {
-        None => Load::Closed { concurrency },
-        Some(rate) => Load::Open {
-            rate,
-            poisson: s.arrivals == Arrivals::Poisson,
-            max_concurrency: s.max_concurrency,
-        },
+    // One point per request rate (an open loop each), or a closed loop.
+    let loads: Vec<Load> = if s.request_rate.is_empty() {
+        vec![Load::Closed { concurrency }]
+    } else {
+        s.request_rate
+            .iter()
+            .map(|&rate| Load::Open {
+                rate,
+                poisson: s.arrivals == Arrivals::Poisson,
+                max_concurrency: s.max_concurrency,
+            })
+            .collect()
     };
     let endpoint = match s.endpoint {
         EndpointArg::Completions => Endpoint::Completions,
@@ -296,22 +301,19 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         endpoint: format!("{:?}", s.endpoint).to_lowercase(),
         stream: !s.no_stream,
         max_concurrency: concurrency,
-        request_rate: s.request_rate,
+        request_rate: None,
         arrivals: format!("{:?}", s.arrivals).to_lowercase(),
     });
 
     let mut session = Session::open(settings.db.db.as_deref(), &settings.sensor, "server")?;
-    let opts = LoadOptions {
-        load,
-        seed: settings.sampling.seed,
-    };
+    let seed = settings.sampling.seed;
     let warm = (settings.warmup * concurrency).min(prompts.len());
     let started = Instant::now();
     if warm > 0 {
         eprintln!("warm-up: {warm} requests to {}", target.url());
         let warm_opts = LoadOptions {
             load: Load::Closed { concurrency },
-            ..opts
+            seed,
         };
         let outs = load::run(
             &target,
@@ -338,74 +340,87 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let warmup_s = started.elapsed().as_secs_f64();
-    let mut repeats_done: Vec<(Repeat, Serving)> = Vec::new();
     let mut code = ExitCode::SUCCESS;
-    for repeat in 0..repeats {
-        if session.interrupted() {
-            break;
-        }
-        eprintln!(
-            "repeat {}/{repeats}: {} requests to {} ({})",
-            repeat + 1,
-            prompts.len(),
-            target.url(),
-            match load {
-                Load::Closed { concurrency } => format!("{concurrency} in flight"),
-                Load::Open { rate, poisson, .. } => format!(
-                    "{rate} per second, {}",
-                    if poisson { "Poisson" } else { "evenly" }
-                ),
-            }
-        );
-        let (record, window, serving) = one_repeat(
-            &mut session,
-            &config,
-            &target,
-            &prompts,
-            &sampling,
-            &opts,
-            &targets,
-            tokenizer.as_ref(),
-            repeat,
-            warmup_s,
-        );
-        let failed = serving.summary.requests - serving.summary.succeeded;
-        if failed as f64 > s.max_failure_rate * serving.summary.requests.max(1) as f64 {
-            eprintln!(
-                "error: {failed} of {} requests failed, more than --max-failure-rate {}",
-                serving.summary.requests, s.max_failure_rate
-            );
-            code = ExitCode::from(1);
-        }
-        let stopped = record.status != RunStatus::Complete;
-        repeats_done.push((session.store_run(record, window), serving));
-        if stopped {
-            code = ExitCode::from(if session.interrupted() { 130 } else { 1 });
-            break;
-        }
-    }
     let db = session.db_path.clone();
-    session.close();
-    let (reps, servings): (Vec<Repeat>, Vec<Serving>) = repeats_done.into_iter().unzip();
-    if settings.json {
-        let mut v = summary::to_json(&reps, &db);
-        v["serving"] = Value::Array(servings.iter().map(Serving::json).collect());
-        println!("{}", serde_json::to_string(&v)?);
-    } else {
-        println!("{}", summary::to_text(&reps, &db));
-        if let Some(last) = servings.last() {
-            println!("{}", last.text());
+    'loads: for load in &loads {
+        let opts = LoadOptions { load: *load, seed };
+        let mut config = config.clone();
+        if let (Some(sc), Load::Open { rate, .. }) = (config.server.as_mut(), load) {
+            sc.request_rate = Some(*rate);
+        }
+        let pattern = match *load {
+            Load::Closed { concurrency } => format!("{concurrency} in flight"),
+            Load::Open { rate, poisson, .. } => format!(
+                "{rate} per second, {}",
+                if poisson { "Poisson" } else { "evenly" }
+            ),
+        };
+        let mut done: Vec<(Repeat, Serving)> = Vec::new();
+        for repeat in 0..repeats {
+            if session.interrupted() {
+                break;
+            }
+            eprintln!(
+                "repeat {}/{repeats}: {} requests to {} ({pattern})",
+                repeat + 1,
+                prompts.len(),
+                target.url(),
+            );
+            let (record, window, serving) = one_repeat(
+                &mut session,
+                &config,
+                &target,
+                &prompts,
+                &sampling,
+                &opts,
+                &targets,
+                tokenizer.as_ref(),
+                repeat,
+                warmup_s,
+            );
+            let failed = serving.summary.requests - serving.summary.succeeded;
+            if failed as f64 > s.max_failure_rate * serving.summary.requests.max(1) as f64 {
+                eprintln!(
+                    "error: {failed} of {} requests failed, more than --max-failure-rate {}",
+                    serving.summary.requests, s.max_failure_rate
+                );
+                code = ExitCode::from(1);
+            }
+            let stopped = record.status != RunStatus::Complete;
+            done.push((session.store_run(record, window), serving));
+            if stopped {
+                code = ExitCode::from(if session.interrupted() { 130 } else { 1 });
+                break;
+            }
+        }
+        let (reps, servings): (Vec<Repeat>, Vec<Serving>) = done.into_iter().unzip();
+        if settings.json {
+            let mut v = summary::to_json(&reps, &db);
+            v["serving"] = Value::Array(servings.iter().map(Serving::json).collect());
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            if loads.len() > 1 {
+                println!("load: {pattern}");
+            }
+            println!("{}", summary::to_text(&reps, &db));
+            if let Some(last) = servings.last() {
+                println!("{}", last.text());
+            }
+        }
+        for r in reps
+            .iter()
+            .filter(|r| r.record.status != RunStatus::Complete)
+        {
+            eprintln!(
+                "error: {}",
+                r.record.reason.as_deref().unwrap_or("the run stopped")
+            );
+        }
+        if code.ne(&ExitCode::SUCCESS) && session.interrupted() {
+            break 'loads;
         }
     }
-    for r in reps
-        .iter()
-        .filter(|r| r.record.status != RunStatus::Complete)
-    {
-        eprintln!(
-            "error: {}",
-            r.record.reason.as_deref().unwrap_or("the run stopped")
-        );
-    }
+    session.close();
     Ok(code)
 }
 
