@@ -70,7 +70,9 @@ fn answer(s: TcpStream, gap: Duration) -> std::io::Result<()> {
             let c = if chat {
                 format!("{{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"t{i} \"}},\"finish_reason\":null}}]}}")
             } else {
-                format!("{{\"choices\":[{{\"index\":0,\"text\":\"t{i} \",\"finish_reason\":null}}]}}")
+                format!(
+                    "{{\"choices\":[{{\"index\":0,\"text\":\"t{i} \",\"finish_reason\":null}}]}}"
+                )
             };
             chunk(&mut w, &c)?;
         }
