@@ -264,6 +264,17 @@ fn bad_server_input_gets_clear_errors() {
         .output()
         .unwrap();
     assert!(stderr(&o).contains("needs --model NAME"), "{}", stderr(&o));
+    // Server flags without a server.
+    let o = bin()
+        .current_dir(dir.path())
+        .args(["run", "--model", "synthetic:tiny", "--request-rate", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&o).contains("--request-rate is for --engine openai"),
+        "{}",
+        stderr(&o)
+    );
     // Nothing listens on port 9: the warm-up's connection failures are the error.
     let o = drive(dir.path(), "http://127.0.0.1:9", &[]);
     assert!(stderr(&o).contains("connection"), "{}", stderr(&o));

@@ -19,8 +19,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.server.engine == EngineKind::Openai {
         return crate::runner::serving::run(&args);
     }
-    if args.server.base_url.is_some() {
-        anyhow::bail!("--base-url is for --engine openai; add it to drive that server");
+    let s = &args.server;
+    for (flag, given) in [
+        ("--base-url", s.base_url.is_some()),
+        ("--request-rate", !s.request_rate.is_empty()),
+        ("--max-concurrency", s.max_concurrency.is_some()),
+        ("--no-stream", s.no_stream),
+        ("--api-key-env", s.api_key_env.is_some()),
+    ] {
+        if given {
+            anyhow::bail!("{flag} is for --engine openai (a server); add --engine openai --base-url URL, or drop {flag}");
+        }
     }
     let gpus: Vec<usize> = match args.tensor_parallel {
         Some(0) => anyhow::bail!("--tensor-parallel must be at least 1"),

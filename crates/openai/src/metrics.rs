@@ -230,12 +230,18 @@ pub fn apportion(
         for (i, o) in outcomes.iter().enumerate() {
             let ov = (o.end_s.min(b) - o.start_s.max(a)).max(0.0);
             overlap[i] = ov;
+            if ov == 0.0 {
+                // Its tokens all lie in its own life.
+                continue;
+            }
             if o.token_times.is_empty() {
                 if let (Some(t), true) = (tokens(o), o.end_s > o.start_s) {
                     weights[i] = t as f64 * ov / (o.end_s - o.start_s);
                 }
             } else {
-                let n = o.token_times.iter().filter(|&&t| t >= a && t < b).count();
+                // Token times are in order: two binary searches count those in [a, b).
+                let tt = &o.token_times;
+                let n = tt.partition_point(|&t| t < b) - tt.partition_point(|&t| t < a);
                 weights[i] = n as f64 * weight_per_event[i];
             }
         }

@@ -183,10 +183,10 @@ fn streamed_timings_match_what_the_server_did() {
         assert_eq!(a.token_times.len(), 6);
         for w in a.token_times.windows(2) {
             let gap = w[1] - w[0];
-            assert!((0.035..0.09).contains(&gap), "inter-token gap {gap}");
+            assert!((0.035..0.15).contains(&gap), "inter-token gap {gap}");
         }
         let ttft = outs[1].first_token_s.unwrap() - outs[1].start_s;
-        assert!((0.29..0.5).contains(&ttft), "time to first token {ttft}");
+        assert!((0.29..1.0).contains(&ttft), "time to first token {ttft}");
         let s = summarize(&outs, &usage, &Targets::default());
         assert_eq!(s.output_tokens, Some(13));
         assert_eq!(s.itl_s.unwrap().n, 5 + 3 + 2);
@@ -307,7 +307,12 @@ fn a_closed_loop_keeps_its_concurrency_and_an_open_loop_its_rate() {
         },
     );
     let starts: Vec<f64> = outs.iter().map(|o| o.start_s).collect();
-    for w in starts.windows(2) {
-        assert!((0.04..0.07).contains(&(w[1] - w[0])), "{starts:?}");
+    // Each request leaves on its schedule (every 50 ms), within a thread start or two.
+    for (i, s) in starts.iter().enumerate() {
+        let late = s - starts[0] - 0.05 * i as f64;
+        assert!(
+            (-0.03..0.03).contains(&late),
+            "request {i} is {late} s off: {starts:?}"
+        );
     }
 }
