@@ -397,6 +397,8 @@ pub struct SweepArgs {
     #[arg(long)]
     pub name: Option<String>,
     #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
     pub settings: RunSettings,
 }
 

@@ -307,3 +307,99 @@ fn bad_server_input_gets_clear_errors() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_sweep_over_concurrencies_against_a_server_resumes() {
+    let server = serve(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sweep = |extra: &[&str]| {
+        bin()
+            .current_dir(dir.path())
+            .env_remove("OPENAI_API_KEY")
+            .args([
+                "sweep",
+                "--engine",
+                "openai",
+                "--base-url",
+                &server.url,
+                "--model",
+                "synthetic:tiny",
+                "--sensor",
+                "fake:100",
+                "--num-prompts",
+                "8",
+                "--max-new-tokens",
+                "4",
+                "--ignore-eos",
+                "--db",
+                "runs.db",
+                "--json",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = sweep(&["--batch-size", "2,4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let points = v["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    for (p, c) in points.iter().zip([2, 4]) {
+        assert_eq!(p["point"]["max_concurrency"], c);
+        assert_eq!(p["skipped"], false);
+        assert_eq!(p["output_tokens"], 32, "{p}");
+        assert!(
+            p["serving"][0]["summary"]["ttft_s"]["p50"]
+                .as_f64()
+                .unwrap()
+                > 0.0
+        );
+    }
+    let db = dir.path().join("runs.db");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM runs WHERE sweep IS NOT NULL"),
+        2
+    );
+    // Rerun: both points are done.
+    let again = json(&sweep(&["--batch-size", "2,4"]));
+    assert!(again["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["skipped"] == true));
+    assert_eq!(count(&db, "SELECT count(*) FROM runs"), 2);
+    // Rates are the points of an open loop; a list of concurrencies beside them is refused.
+    let out = sweep(&["--request-rate", "50,100", "--batch-size", "2,4"]);
+    assert!(
+        stderr(&out).contains("drop the list of --batch-size"),
+        "{}",
+        stderr(&out)
+    );
+    let out = sweep(&["--request-rate", "50,100", "--max-concurrency", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let rates: Vec<f64> = v["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["point"]["request_rate"].as_f64().unwrap())
+        .collect();
+    assert_eq!(rates, [50.0, 100.0]);
+    // The embedded engine refuses the server's flags.
+    let out = bin()
+        .current_dir(dir.path())
+        .args([
+            "sweep",
+            "--model",
+            "synthetic:tiny",
+            "--max-concurrency",
+            "4",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("--max-concurrency is for --engine openai"),
+        "{}",
+        stderr(&out)
+    );
+}

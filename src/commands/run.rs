@@ -1,6 +1,6 @@
 //! `wattbench run`: one benchmark configuration, measured batch by batch and stored.
 
-use crate::cli::{EngineKind, RunArgs};
+use crate::cli::{EngineKind, RunArgs, ServerArgs};
 use crate::runner::caps::{self, Caps};
 use crate::runner::session::{resolve_device, Session};
 use crate::runner::{setup, summary};
@@ -19,18 +19,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.server.engine == EngineKind::Openai {
         return crate::runner::serving::run(&args);
     }
-    let s = &args.server;
-    for (flag, given) in [
-        ("--base-url", s.base_url.is_some()),
-        ("--request-rate", !s.request_rate.is_empty()),
-        ("--max-concurrency", s.max_concurrency.is_some()),
-        ("--no-stream", s.no_stream),
-        ("--api-key-env", s.api_key_env.is_some()),
-    ] {
-        if given {
-            anyhow::bail!("{flag} is for --engine openai (a server); add --engine openai --base-url URL, or drop {flag}");
-        }
-    }
+    refuse_server_flags(&args.server)?;
     let gpus: Vec<usize> = match args.tensor_parallel {
         Some(0) => anyhow::bail!("--tensor-parallel must be at least 1"),
         Some(n) => (0..n).collect(),
@@ -159,6 +148,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     drop(caps);
     session.close();
     Ok(code)
+}
+
+/// Flags that only a server run takes, refused for the embedded engine.
+pub fn refuse_server_flags(s: &ServerArgs) -> anyhow::Result<()> {
+    for (flag, given) in [
+        ("--base-url", s.base_url.is_some()),
+        ("--request-rate", !s.request_rate.is_empty()),
+        ("--max-concurrency", s.max_concurrency.is_some()),
+        ("--no-stream", s.no_stream),
+        ("--api-key-env", s.api_key_env.is_some()),
+    ] {
+        if given {
+            anyhow::bail!("{flag} is for --engine openai (a server); add --engine openai --base-url URL, or drop {flag}");
+        }
+    }
+    Ok(())
 }
 
 /// `250` or `250/300` (one limit per capped GPU).

@@ -1,7 +1,7 @@
 //! `wattbench sweep`: the cross product of models, datasets, lengths and batch sizes, one model
 //! load per model, every point stored as it ends; rerun, it skips what is done.
 
-use crate::cli::SweepArgs;
+use crate::cli::{EngineKind, SweepArgs};
 use crate::runner::caps::{self, Caps};
 use crate::runner::execute::infeasible;
 use crate::runner::grid::{self, Grid, Point};
@@ -26,6 +26,10 @@ fn weight_bytes(model: &str, dtype: &str) -> Option<u64> {
 
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
     let grid = grid::grid(&args)?;
+    if args.server.engine == EngineKind::Openai {
+        return crate::runner::serving::sweep(&grid, &args);
+    }
+    crate::commands::run::refuse_server_flags(&args.server)?;
     let settings = &args.settings;
     setup::check(settings)?;
     for d in &grid.datasets {

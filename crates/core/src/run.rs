@@ -52,8 +52,9 @@ pub struct ServerConfig {
     /// `completions` or `chat`.
     pub endpoint: String,
     pub stream: bool,
-    /// Most requests in flight (the batch of a closed loop).
-    pub max_concurrency: usize,
+    /// Most requests in flight: the concurrency of a closed loop, the cap of an open one (None:
+    /// no cap).
+    pub max_concurrency: Option<usize>,
     /// Requests per second of an open loop (None: a closed loop at `max_concurrency`).
     pub request_rate: Option<f64>,
     /// `poisson` or `constant` (open loop).
