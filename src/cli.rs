@@ -325,7 +325,7 @@ pub struct ServerArgs {
     /// Environment variable that holds the API key [default: OPENAI_API_KEY where it is set]
     #[arg(long, value_name = "VAR")]
     pub api_key_env: Option<String>,
-    /// Most requests in flight [default: --batch-size]
+    /// Most requests in flight: a closed loop's concurrency [default: --batch-size], an open loop's cap [default: none]
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<usize>,
     /// Requests per second (an open loop), one point per rate (2,4,8); without it, a closed loop keeps
