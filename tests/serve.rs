@@ -385,6 +385,22 @@ fn a_sweep_over_concurrencies_against_a_server_resumes() {
         .map(|p| p["point"]["request_rate"].as_f64().unwrap())
         .collect();
     assert_eq!(rates, [50.0, 100.0]);
+    // The report tells the loads apart.
+    let out = bin()
+        .current_dir(dir.path())
+        .args(["report", "--db", "runs.db", "--out", "rep"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let md = std::fs::read_to_string(dir.path().join("rep/report.md")).unwrap();
+    for want in [
+        "| 2 in flight |",
+        "| 4 in flight |",
+        "| 50/s, ≤ 4 in flight |",
+        "| 100/s, ≤ 4 in flight |",
+    ] {
+        assert!(md.contains(want), "{want} missing:\n{md}");
+    }
     // The embedded engine refuses the server's flags.
     let out = bin()
         .current_dir(dir.path())

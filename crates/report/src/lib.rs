@@ -255,6 +255,19 @@ fn by_shards(
     out
 }
 
+/// The batch of an embedded-engine point; for a server, its load: `64 in flight` (a closed loop)
+/// or `8/s` (an open loop, with its cap).
+fn batch(p: &Point) -> String {
+    match &p.config.server {
+        None => p.config.batch_size.to_string(),
+        Some(s) => match (s.request_rate, s.max_concurrency) {
+            (Some(r), Some(c)) => format!("{r}/s, ≤ {c} in flight"),
+            (Some(r), None) => format!("{r}/s"),
+            (None, c) => format!("{} in flight", c.unwrap_or(p.config.batch_size)),
+        },
+    }
+}
+
 fn results_table(data: &Data) -> Table {
     let mut t = Table::new(&[
         "model",
@@ -289,7 +302,7 @@ fn results_table(data: &Data) -> Table {
             p.config.model.clone(),
             p.config.dataset.clone(),
             p.config.max_new_tokens.to_string(),
-            p.config.batch_size.to_string(),
+            batch(p),
             if p.devices.is_empty() {
                 "n/a".into()
             } else {
