@@ -497,6 +497,19 @@ fn timeline(store: &Store, data: &Data, opts: &Options) -> Result<Option<Block>,
     }))
 }
 
+/// An energy figure of the paper: over batch sizes (Figs. 3, 6, 8) and over shard counts (Figs.
+/// 4–9).
+struct EnergyFigure {
+    heading: &'static str,
+    name: &'static str,
+    title: &'static str,
+    y_label: &'static str,
+    shards_heading: &'static str,
+    shards_name: &'static str,
+    shards_y_label: &'static str,
+    f: fn(&RunMetrics) -> Option<f64>,
+}
+
 fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, ReportError> {
     let complete = data
         .points
@@ -531,71 +544,48 @@ fn blocks(store: &Store, data: &Data, opts: &Options) -> Result<Vec<Block>, Repo
         "generated tokens per second",
         |m| m.tokens_per_s,
     ));
-    b.push(Block::Heading(2, "Energy per second (Figs. 3–5)".into()));
-    b.extend(by_batch(
-        data,
-        "fig3-energy-per-second",
-        "Energy per second",
-        "W (J/s)",
-        |m| m.avg_power_w,
-    ));
-    let shards = by_shards(
-        data,
-        "fig4-energy-per-second-by-shards",
-        "Energy per second over shard counts",
-        "W (J/s), all GPUs of the run",
-        |m| m.avg_power_w,
-    );
-    if !shards.is_empty() {
-        b.push(Block::Heading(
-            2,
-            "Energy per second over shard counts (Figs. 4–5)".into(),
-        ));
-        b.extend(shards);
-    }
-    b.push(Block::Heading(2, "Energy per token (Figs. 6–7)".into()));
-    b.extend(by_batch(
-        data,
-        "fig6-energy-per-token",
-        "Energy per token",
-        "J per generated token",
-        |m| m.j_per_token,
-    ));
-    let shards = by_shards(
-        data,
-        "fig6-energy-per-token-by-shards",
-        "Energy per token over shard counts",
-        "J per generated token",
-        |m| m.j_per_token,
-    );
-    if !shards.is_empty() {
-        b.push(Block::Heading(
-            2,
-            "Energy per token over shard counts (Figs. 6–7)".into(),
-        ));
-        b.extend(shards);
-    }
-    b.push(Block::Heading(2, "Energy per response (Figs. 8–9)".into()));
-    b.extend(by_batch(
-        data,
-        "fig8-energy-per-response",
-        "Energy per response",
-        "J per response",
-        |m| m.j_per_response,
-    ));
-    let shards = by_shards(
-        data,
-        "fig8-energy-per-response-by-shards",
-        "Energy per response over shard counts",
-        "J per response",
-        |m| m.j_per_response,
-    );
-    if !shards.is_empty() {
-        b.push(Block::Heading(
-            2,
-            "Energy per response over shard counts (Figs. 8–9)".into(),
-        ));
-        b.extend(shards);
+    // Each energy figure over batch sizes, then over shard counts where runs used several.
+    let energies = [
+        EnergyFigure {
+            heading: "Energy per second (Figs. 3–5)",
+            name: "fig3-energy-per-second",
+            title: "Energy per second",
+            y_label: "W (J/s)",
+            shards_heading: "Energy per second over shard counts (Figs. 4–5)",
+            shards_name: "fig4-energy-per-second-by-shards",
+            shards_y_label: "W (J/s), all GPUs of the run",
+            f: |m| m.avg_power_w,
+        },
+        EnergyFigure {
+            heading: "Energy per token (Figs. 6–7)",
+            name: "fig6-energy-per-token",
+            title: "Energy per token",
+            y_label: "J per generated token",
+            shards_heading: "Energy per token over shard counts (Figs. 6–7)",
+            shards_name: "fig6-energy-per-token-by-shards",
+            shards_y_label: "J per generated token",
+            f: |m| m.j_per_token,
+        },
+        EnergyFigure {
+            heading: "Energy per response (Figs. 8–9)",
+            name: "fig8-energy-per-response",
+            title: "Energy per response",
+            y_label: "J per response",
+            shards_heading: "Energy per response over shard counts (Figs. 8–9)",
+            shards_name: "fig8-energy-per-response-by-shards",
+            shards_y_label: "J per response",
+            f: |m| m.j_per_response,
+        },
+    ];
+    for e in energies {
+        b.push(Block::Heading(2, e.heading.into()));
+        b.extend(by_batch(data, e.name, e.title, e.y_label, e.f));
+        let title = format!("{} over shard counts", e.title);
+        let shards = by_shards(data, e.shards_name, &title, e.shards_y_label, e.f);
+        if !shards.is_empty() {
+            b.push(Block::Heading(2, e.shards_heading.into()));
+            b.extend(shards);
+        }
     }
     b.push(Block::Heading(
         2,
