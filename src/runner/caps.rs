@@ -7,7 +7,6 @@ use crate::cli::PowerArgs;
 use anyhow::bail;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use wattbench_core::PowerCap;
 use wattbench_meter::power::journal::{self, Entry, Journal};
 use wattbench_meter::power::{self, find, set_checked, Cap, GpuPower, PowerControl};
@@ -20,7 +19,7 @@ pub struct Caps {
     /// Each cap as asked for, with the limit of every capped GPU (mW).
     pub plan: Vec<(Cap, Vec<u32>)>,
     journal_path: PathBuf,
-    changed: Arc<Mutex<Vec<Entry>>>,
+    changed: Vec<Entry>,
     dry_run: bool,
 }
 
@@ -92,7 +91,7 @@ impl Caps {
             gpus,
             plan,
             journal_path,
-            changed: Arc::new(Mutex::new(Vec::new())),
+            changed: Vec::new(),
             dry_run: args.dry_run,
         }))
     }
@@ -148,15 +147,9 @@ impl Caps {
         }
         let mw = self.plan[k].1.clone();
         for (g, &target) in self.gpus.iter().zip(&mw) {
-            let first = !self
-                .changed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .any(|e| e.uuid == g.uuid);
-            if first {
+            if !self.changed.iter().any(|e| e.uuid == g.uuid) {
                 let original = g.limit_mw.expect("checked in prepare");
-                let mut changed = self.changed.lock().unwrap_or_else(|e| e.into_inner());
+                let changed = &mut self.changed;
                 changed.push(Entry {
                     index: g.index,
                     uuid: g.uuid.clone(),
@@ -185,7 +178,7 @@ impl Caps {
 
     /// Puts every changed GPU back and removes the journal; what was restored, for the user.
     pub fn restore(&mut self) -> anyhow::Result<Vec<String>> {
-        let entries = std::mem::take(&mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()));
+        let entries = std::mem::take(&mut self.changed);
         if entries.is_empty() {
             return Ok(Vec::new());
         }

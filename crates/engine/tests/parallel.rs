@@ -32,6 +32,17 @@ fn model(dir: &std::path::Path) -> LoadedModel {
     .unwrap()
 }
 
+/// Greedy decoding of every token asked for.
+fn greedy() -> GenerationParams {
+    GenerationParams {
+        temperature: 0.0,
+        top_p: 1.0,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    }
+}
+
 fn shards(m: &Llama, world: usize) -> Vec<Llama> {
     let group = LocalGroup::new(world);
     (0..world)
@@ -90,13 +101,7 @@ fn two_and_four_shards_give_the_unsharded_logits_and_greedy_tokens() {
         )
         .unwrap()
     };
-    let params = GenerationParams {
-        temperature: 0.0,
-        top_p: 1.0,
-        seed: 0,
-        ignore_eos: true,
-        eos_ids: vec![],
-    };
+    let params = greedy();
     let greedy = |m: &Llama| -> Vec<Vec<u32>> {
         generate(m, &reqs, &params, "test", None, &mut |_, _| {})
             .unwrap()
@@ -269,13 +274,7 @@ fn a_failing_shard_stops_the_others_and_its_own_error_is_returned() {
                 })
                 .collect();
             let refs: Vec<&Llama> = shards.iter().collect();
-            let params = GenerationParams {
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 0,
-                ignore_eos: true,
-                eos_ids: vec![],
-            };
+            let params = greedy();
             generate_sharded(&refs, &requests(), &params, "test", None, &mut |_, _| {})
                 .map(|_| ())
                 .map_err(|e| e.to_string())
@@ -297,13 +296,7 @@ fn a_shard_that_fails_before_any_all_reduce_does_not_leave_the_others_waiting() 
         // Shard 1 alone refuses the prompts (its context is shorter than they are).
         shards[1].cfg.max_position_embeddings = 8;
         let refs: Vec<&Llama> = shards.iter().collect();
-        let params = GenerationParams {
-            temperature: 0.0,
-            top_p: 1.0,
-            seed: 0,
-            ignore_eos: true,
-            eos_ids: vec![],
-        };
+        let params = greedy();
         generate_sharded(&refs, &requests(), &params, "test", None, &mut |_, _| {})
             .map(|_| ())
             .map_err(|e| e.to_string())

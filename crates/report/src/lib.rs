@@ -116,6 +116,26 @@ fn caption(data: &Data, points: &[&Point]) -> Vec<String> {
     lines
 }
 
+/// ` · 175W` for a point measured under a GPU power limit.
+fn limit_suffix(p: &Point) -> String {
+    p.config
+        .power_limit
+        .as_ref()
+        .map(|l| format!(" · {}", l.requested))
+        .unwrap_or_default()
+}
+
+/// Adds `xy` to the series `label`, opening it where it is new.
+fn add_point(series: &mut Vec<Series>, label: String, xy: (f64, f64)) {
+    match series.iter_mut().find(|s| s.label == label) {
+        Some(s) => s.points.push(xy),
+        None => series.push(Series {
+            label,
+            points: vec![xy],
+        }),
+    }
+}
+
 /// One figure over batch sizes for each dataset: a line per model, length and shard count.
 fn by_batch(
     data: &Data,
@@ -150,20 +170,10 @@ fn by_batch(
                 } else {
                     String::new()
                 },
-                p.config
-                    .power_limit
-                    .as_ref()
-                    .map(|l| format!(" · {}", l.requested))
-                    .unwrap_or_default()
+                limit_suffix(p)
             );
             let Some(y) = p.mean(f) else { continue };
-            match series.iter_mut().find(|s| s.label == label) {
-                Some(s) => s.points.push((p.config.batch_size as f64, y)),
-                None => series.push(Series {
-                    label,
-                    points: vec![(p.config.batch_size as f64, y)],
-                }),
-            }
+            add_point(&mut series, label, (p.config.batch_size as f64, y));
         }
         out.push(Block::Figure {
             name: format!("{name}-{}", d.replace([':', '/', '='], "_")),
@@ -220,21 +230,10 @@ fn by_shards(
                 "{} · batch {}{}",
                 short_model(&p.config.model),
                 p.config.batch_size,
-                p.config
-                    .power_limit
-                    .as_ref()
-                    .map(|l| format!(" · {}", l.requested))
-                    .unwrap_or_default()
+                limit_suffix(p)
             );
             let Some(y) = p.mean(f) else { continue };
-            let x = p.gpus() as f64;
-            match series.iter_mut().find(|s| s.label == label) {
-                Some(s) => s.points.push((x, y)),
-                None => series.push(Series {
-                    label,
-                    points: vec![(x, y)],
-                }),
-            }
+            add_point(&mut series, label, (p.gpus() as f64, y));
         }
         for s in &mut series {
             s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
