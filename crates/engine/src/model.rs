@@ -30,15 +30,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let x = x.reshape((rows, k))?;
-        #[cfg(feature = "cuda")]
-        let y = if crate::cuda::gemm::serves(&x, w) {
-            crate::cuda::gemm::matmul(&x, w)?
-        } else {
-            x.matmul(&w.t()?)?
-        };
-        #[cfg(not(feature = "cuda"))]
-        let y = x.matmul(&w.t()?)?;
+        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
         let mut out = dims;
         *out.last_mut()
             .expect("x has a last dimension; this is a bug") = w.dim(0)?;

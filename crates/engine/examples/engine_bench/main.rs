@@ -8,9 +8,6 @@
 //! `--mode profile`: where a decode step's time goes (CUDA): the whole step, the host's share of
 //! it, and the matrix products, attention and sampling timed alone.
 //!
-//! `--mode gemm`: the engine's few-row matrix products against cuBLAS, shape by shape, over the
-//! kernels' configurations.
-//!
 //! `--mode check`: the engine's CUDA kernels against candle's operations (attention, the fused
 //! layer work, whole-model logits and greedy tokens, and the sampling distribution).
 //!
@@ -25,8 +22,6 @@
 
 #[cfg(feature = "cuda")]
 mod check;
-#[cfg(feature = "cuda")]
-mod gemm;
 #[cfg(feature = "cuda")]
 mod profile;
 
@@ -53,8 +48,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "check" => check::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
-        #[cfg(feature = "cuda")]
-        "gemm" => gemm::run(&args),
         _ => throughput(&args),
     }
 }

@@ -1,14 +1,12 @@
 //! The engine's own CUDA kernels, compiled from the `.cu` files beside this one by NVRTC once per
 //! process (no CUDA toolkit is needed where the binary runs, only the driver and NVRTC):
 //! decode attention ([`attention`]), the element-wise work of a layer fused around its matrix
-//! products ([`layer`]), matrix products with few rows ([`gemm`]), and temperature/top-p sampling
-//! in one kernel ([`sample`]).
+//! products ([`layer`]), and temperature/top-p sampling in one kernel ([`sample`]).
 //!
 //! They serve bf16 models on CUDA; everything else runs on candle's own operations. Setting
 //! `WATTBENCH_KERNELS=candle` turns them all off, for comparisons.
 
 pub mod attention;
-pub mod gemm;
 pub mod layer;
 #[cfg(feature = "nccl")]
 pub mod nccl;
