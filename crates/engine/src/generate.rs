@@ -5,7 +5,7 @@
 use crate::error::EngineError;
 use crate::model::{mask, positions, KvCache, Llama};
 use crate::sampling::Sampler;
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -230,6 +230,7 @@ fn generate_steps(
         done[i] = r.max_new_tokens == 0;
     }
 
+    let mut reader = Reader::new(&m.device, b)?;
     let t0 = Instant::now();
     let tokens = Tensor::from_vec(flat, (b, longest), &m.device)?;
     let logits = m
@@ -242,29 +243,47 @@ fn generate_steps(
             0,
         )
         .map_err(oom)?;
-    let mut next = sampler.sample(&logits).map_err(oom)?;
+    let mut next = sampler.sample_on_device(&logits).map_err(oom)?;
+    let first = reader.start(&next)?;
+    let first = reader.finish(first, b)?;
     let prefill_s = t0.elapsed().as_secs_f64();
     if max_new > 0 {
-        accept(&mut outputs, &mut done, &next);
+        accept(&mut outputs, &mut done, &first);
     }
+    // Decode steps are queued one ahead of the tokens the host has read: step s + 1 is queued
+    // (fed step s's tokens on the device) before step s's tokens are read back, so the GPU never
+    // waits for the host between steps. When every sequence has finished, the step queued ahead
+    // is discarded; there are never more steps than the longest request needs.
+    let needed = max_new
+        .saturating_sub(1)
+        .min(max_steps.unwrap_or(usize::MAX));
     let t1 = Instant::now();
     let mut steps = 0;
-    while !done.iter().all(|&d| d) && max_steps.is_none_or(|n| steps < n) {
-        let offset = longest + steps;
-        let input = Tensor::from_vec(next.clone(), (b, 1), &m.device)?;
-        let logits = m
-            .forward(
-                &input,
-                &positions(&pads, 1, offset, &m.device)?,
-                &mask(&pads, 1, offset, &m.device)?,
-                &pads,
-                &mut cache,
-                offset,
-            )
-            .map_err(oom)?;
-        next = sampler.sample(&logits).map_err(oom)?;
-        steps += 1;
-        accept(&mut outputs, &mut done, &next);
+    let mut pending = None;
+    loop {
+        if !done.iter().all(|&d| d) && steps < needed {
+            let offset = longest + steps;
+            let logits = m
+                .forward(
+                    &next.reshape((b, 1))?,
+                    &positions(&pads, 1, offset, &m.device)?,
+                    &mask(&pads, 1, offset, &m.device)?,
+                    &pads,
+                    &mut cache,
+                    offset,
+                )
+                .map_err(oom)?;
+            next = sampler.sample_on_device(&logits).map_err(oom)?;
+            steps += 1;
+            let queued = reader.start(&next)?;
+            if let Some(t) = pending.replace(queued) {
+                accept(&mut outputs, &mut done, &reader.finish(t, b)?);
+            }
+        } else if let Some(t) = pending.take() {
+            accept(&mut outputs, &mut done, &reader.finish(t, b)?);
+        } else {
+            break;
+        }
     }
     Ok(BatchResult {
         outputs,
@@ -273,4 +292,53 @@ fn generate_steps(
         decode_steps: steps,
         padded_prompt_len: longest,
     })
+}
+
+/// Reads sampled tokens back to the host: on CUDA through asynchronous copies into page-locked
+/// memory, so that the next step can be queued before they arrive; elsewhere at once.
+enum Reader {
+    Direct,
+    #[cfg(feature = "cuda")]
+    Copies(crate::cuda::tokens::TokenCopies),
+}
+
+/// Tokens on their way to the host.
+enum Ticket {
+    Ready(Vec<u32>),
+    #[cfg(feature = "cuda")]
+    Copy(usize),
+}
+
+impl Reader {
+    fn new(device: &Device, batch: usize) -> candle_core::Result<Reader> {
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() {
+            return Ok(Reader::Copies(crate::cuda::tokens::TokenCopies::new(
+                device, batch,
+            )?));
+        }
+        let _ = (device, batch);
+        Ok(Reader::Direct)
+    }
+
+    fn start(&mut self, tokens: &Tensor) -> candle_core::Result<Ticket> {
+        match self {
+            Reader::Direct => Ok(Ticket::Ready(tokens.to_vec1::<u32>()?)),
+            #[cfg(feature = "cuda")]
+            Reader::Copies(c) => Ok(Ticket::Copy(c.start(tokens)?)),
+        }
+    }
+
+    fn finish(&mut self, ticket: Ticket, batch: usize) -> candle_core::Result<Vec<u32>> {
+        let _ = batch;
+        match (self, ticket) {
+            (_, Ticket::Ready(v)) => Ok(v),
+            #[cfg(feature = "cuda")]
+            (Reader::Copies(c), Ticket::Copy(i)) => c.finish(i, batch),
+            #[cfg(feature = "cuda")]
+            (Reader::Direct, Ticket::Copy(_)) => {
+                candle_core::bail!("a token copy without copies; this is a bug")
+            }
+        }
+    }
 }

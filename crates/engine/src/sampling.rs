@@ -53,8 +53,13 @@ impl Sampler {
 
     /// One token per row of `logits [B, V]` (f32).
     pub fn sample(&mut self, logits: &Tensor) -> Result<Vec<u32>> {
+        self.sample_on_device(logits)?.to_vec1::<u32>()
+    }
+
+    /// One token per row of `logits [B, V]` (f32), as u32 `[B]` on the logits' device.
+    pub fn sample_on_device(&mut self, logits: &Tensor) -> Result<Tensor> {
         if self.temperature <= 0.0 {
-            return logits.argmax(D::Minus1)?.to_vec1::<u32>();
+            return logits.argmax(D::Minus1);
         }
         self.steps += 1;
         #[cfg(feature = "cuda")]
@@ -78,7 +83,7 @@ impl Sampler {
             let floor = Tensor::full(f32::NEG_INFINITY, (b, v), logits.device())?;
             score = keep.where_cond(&score, &floor)?;
         }
-        score.argmax(D::Minus1)?.to_vec1::<u32>()
+        score.argmax(D::Minus1)
     }
 }
 

@@ -1,7 +1,8 @@
 //! The engine's own CUDA kernels, compiled from the `.cu` files beside this one by NVRTC once per
 //! process (no CUDA toolkit is needed where the binary runs, only the driver and NVRTC):
 //! decode attention ([`attention`]), the element-wise work of a layer fused around its matrix
-//! products ([`layer`]), and temperature/top-p sampling in one kernel ([`sample`]).
+//! products ([`layer`]), temperature/top-p sampling in one kernel ([`sample`]), and the copy of
+//! sampled tokens to the host behind the GPU's work ([`tokens`]).
 //!
 //! They serve bf16 models on CUDA; everything else runs on candle's own operations. Setting
 //! `WATTBENCH_KERNELS=candle` turns them all off, for comparisons.
@@ -11,6 +12,7 @@ pub mod layer;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod sample;
+pub mod tokens;
 
 use candle_core::cuda::{CudaDevice, WrapErr};
 use candle_core::{Result, Storage, Tensor};
