@@ -44,6 +44,24 @@ pub enum Command {
     PowerLimit(PowerLimitArgs),
     /// Serve the embedded engine over the OpenAI API (completions and chat, streamed or not)
     Serve(ServeArgs),
+    /// Serve this node's sensors as Prometheus metrics (dcgm-exporter's names for GPUs), for
+    /// `--sensor prometheus:URL` on the machine that runs the benchmark
+    Meter(MeterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MeterArgs {
+    /// Address to serve /metrics on: 127.0.0.1:9400 (this machine only) or 0.0.0.0:9400 (every interface)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9400")]
+    pub listen: String,
+    /// Node name in every sample's Hostname label [default: this machine's host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+    /// Require this environment variable's value as a bearer token (Authorization: Bearer TOKEN)
+    #[arg(long, value_name = "VAR")]
+    pub token_env: Option<String>,
+    #[command(flatten)]
+    pub sensor: SensorArgs,
 }
 
 #[derive(Args, Debug)]
@@ -163,7 +181,8 @@ pub struct GenerateArgs {
 /// Which sensors to read and which of their devices to keep.
 #[derive(Args, Debug, Clone)]
 pub struct SensorArgs {
-    /// Sensors to read: auto, nvml, rapl[:POWERCAP_ROOT], fake:WATTS[xN], replay:FILE (repeat or comma-separate)
+    /// Sensors to read: auto, nvml, rapl[:POWERCAP_ROOT], prometheus:URL[,URL...] (dcgm-exporter or
+    /// `wattbench meter` on other nodes), fake:WATTS[xN], replay:FILE (repeat or comma-separate)
     #[arg(long = "sensor", value_name = "SENSOR", default_value = "auto")]
     pub sensors: Vec<String>,
     /// Measure only these devices: GPU indices, UUIDs (or unique prefixes) or device ids such as rapl:package-0
@@ -172,6 +191,16 @@ pub struct SensorArgs {
     /// Time between samples, from 10ms to 10s
     #[arg(long, value_name = "DURATION", default_value = "100ms", value_parser = parse_interval)]
     pub interval: Duration,
+    /// prometheus: sensors: shortest time between two periodic scrapes of an endpoint (window
+    /// edges always scrape)
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_interval)]
+    pub scrape_interval: Duration,
+    /// prometheus: sensors: longest wait for one scrape
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_interval)]
+    pub scrape_timeout: Duration,
+    /// prometheus: sensors: send this environment variable's value as a bearer token
+    #[arg(long, value_name = "VAR")]
+    pub scrape_token_env: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

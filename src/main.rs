@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         cli::Command::Report(args) => commands::report::run(args),
         cli::Command::PowerLimit(args) => commands::power_limit::run(args),
         cli::Command::Serve(args) => commands::serve::run(args),
+        cli::Command::Meter(args) => commands::meter::run(args),
     };
     match result {
         Ok(code) => code,

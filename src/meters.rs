@@ -7,7 +7,20 @@ use wattbench_meter::{EnergySensor, SensorSet, SensorSpec};
 
 /// Opens the sensors named by `--sensor` and keeps the devices named by `--devices`.
 pub fn open(args: &SensorArgs) -> anyhow::Result<SensorSet> {
-    let specs = SensorSpec::parse_list(&args.sensors).context("--sensor")?;
+    let mut specs = SensorSpec::parse_list(&args.sensors).context("--sensor")?;
+    let token = match &args.scrape_token_env {
+        Some(var) => Some(std::env::var(var).with_context(|| {
+            format!("--scrape-token-env {var}: the environment variable {var} is not set; export it with the exporters' token")
+        })?),
+        None => None,
+    };
+    for spec in &mut specs {
+        if let SensorSpec::Prometheus { options, .. } = spec {
+            options.interval = args.scrape_interval;
+            options.timeout = args.scrape_timeout;
+            options.token = token.clone();
+        }
+    }
     let mut set = SensorSet::open(&specs)?;
     set.select(&args.devices)?;
     Ok(set)

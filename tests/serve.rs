@@ -134,6 +134,45 @@ fn run_drives_serve_and_meters_it_on_the_same_clock() {
 }
 
 #[test]
+fn a_run_against_a_server_on_other_nodes_reports_each_node() {
+    let server = serve(&[], &[]);
+    let a = crate::remote_meters::meter("node-a", "fake:200x2", &[]);
+    let b = crate::remote_meters::meter("node-b", "fake:300", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = format!("prometheus:{},{}", a.url, b.url);
+    let out = drive(
+        dir.path(),
+        &server.url,
+        &["--sensor", &spec, "--scrape-interval", "100ms"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let tokens = v["output_tokens"].as_f64().unwrap();
+    let nodes = v["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    assert_eq!(names, ["local", "node-a", "node-b"], "{}", v["nodes"]);
+    let total: f64 = nodes.iter().map(|n| n["energy_j"].as_f64().unwrap()).sum();
+    let energy = v["energy_j"].as_f64().unwrap();
+    assert!(
+        (total - energy).abs() < 1e-6 * energy,
+        "{total} vs {energy}"
+    );
+    let wall = v["wall_s"].as_f64().unwrap();
+    for (n, watts, devices) in [(&nodes[1], 400.0, 2), (&nodes[2], 300.0, 1)] {
+        assert_eq!(n["devices"], devices);
+        let e = n["energy_j"].as_f64().unwrap();
+        assert!((e - watts * wall).abs() < 0.05 * e, "{n} over {wall} s");
+        let per_token = n["j_per_token"].as_f64().unwrap();
+        assert!((per_token - e / tokens).abs() < 1e-9 * per_token, "{n}");
+    }
+    let per_token = v["j_per_token"].as_f64().unwrap();
+    assert!(
+        (per_token - energy / tokens).abs() < 1e-6 * per_token,
+        "the whole deployment"
+    );
+}
+
+#[test]
 fn chat_whole_responses_and_an_open_loop() {
     let server = serve(&[], &[]);
     let dir = tempfile::tempdir().unwrap();

@@ -7,6 +7,7 @@ mod generate;
 mod measure;
 mod monitor;
 mod power;
+mod remote_meters;
 mod report;
 mod run;
 mod serve;

@@ -15,7 +15,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
-use wattbench_core::{summarize, window_energy, Measurement, WindowOptions};
+use wattbench_core::{by_node, summarize, window_energy, Measurement, WindowOptions};
 use wattbench_meter::{EnergySensor, Sampler};
 use wattbench_store::Store;
 
@@ -185,6 +185,7 @@ fn print(m: &Measurement, args: &MeasureArgs, db: &std::path::Path) -> anyhow::R
             "warnings".into(),
             m.warnings.iter().map(ui::warning_json).collect(),
         );
+        obj.insert("nodes".into(), json!(by_node(&m.devices, m.wall_s)));
         obj.insert("db".into(), json!(db));
         println!("{}", serde_json::to_string(&v)?);
         return Ok(());
@@ -236,6 +237,15 @@ fn print(m: &Measurement, args: &MeasureArgs, db: &std::path::Path) -> anyhow::R
         ui::num(m.avg_power_w, 1),
         ui::num(m.peak_power_w, 1)
     );
+    for n in by_node(&m.devices, m.wall_s) {
+        eprintln!(
+            "node       {}: {} J, average {} W ({} device(s))",
+            n.node,
+            ui::num(n.energy_j, 1),
+            ui::num(n.avg_power_w, 1),
+            n.devices
+        );
+    }
     if let Some(net) = m.net_energy_j {
         eprintln!(
             "net        {net:.1} J above idle ({} W idle)",

@@ -61,6 +61,32 @@ fn devices(repeats: &[Repeat]) -> Vec<DeviceUse> {
         .unwrap_or_default()
 }
 
+/// Each node's energy in the last complete repeat, and its energy per output token: the share of
+/// a deployment that spans machines (empty when every device is this machine's).
+fn nodes(repeats: &[Repeat]) -> Vec<Value> {
+    let Some((r, w)) = repeats
+        .iter()
+        .rev()
+        .filter(|r| r.record.status == RunStatus::Complete)
+        .find_map(|r| r.window.as_ref().map(|w| (r, w)))
+    else {
+        return Vec::new();
+    };
+    let tokens = RunMetrics::of(&r.record).output_tokens;
+    wattbench_core::by_node(&w.devices, w.wall_s)
+        .into_iter()
+        .map(|n| {
+            let per_token = n
+                .energy_j
+                .zip(Some(tokens).filter(|&t| t > 0))
+                .map(|(e, t)| e / t as f64);
+            let mut v = json!(n);
+            v["j_per_token"] = json!(per_token);
+            v
+        })
+        .collect()
+}
+
 /// The warnings of the repeats, one per kind and device (the first repeat's figures).
 fn warnings(repeats: &[Repeat]) -> Vec<&Warning> {
     let key = |w: &Warning| {
@@ -113,6 +139,7 @@ pub fn to_json(repeats: &[Repeat], db: &std::path::Path) -> Value {
     }
     obj.insert("ci95".into(), Value::Object(ci));
     obj.insert("devices".into(), json!(devices(repeats)));
+    obj.insert("nodes".into(), json!(nodes(repeats)));
     obj.insert(
         "runs".into(),
         repeats

@@ -99,6 +99,22 @@ pub fn json(mut s: &TcpStream, status: u16, body: &serde_json::Value) -> std::io
     s.flush()
 }
 
+/// A whole plain-text response.
+pub fn text(mut s: &TcpStream, status: u16, content_type: &str, body: &str) -> std::io::Result<()> {
+    let auth = if status == 401 {
+        "WWW-Authenticate: Bearer\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{auth}Connection: close\r\n\r\n{body}",
+        reason(status),
+        body.len()
+    )?;
+    s.flush()
+}
+
 /// An OpenAI-style error.
 pub fn error(s: &TcpStream, status: u16, message: &str) -> std::io::Result<()> {
     json(

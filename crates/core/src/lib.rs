@@ -3,6 +3,7 @@
 //! is computed can be tested exhaustively without hardware.
 
 pub mod device;
+pub mod node;
 pub mod record;
 pub mod run;
 pub mod stats;
@@ -13,6 +14,7 @@ pub mod warning;
 pub mod window;
 
 pub use device::{Capabilities, DeviceInfo, DeviceKind, PowerLimits};
+pub use node::{by_node, NodeEnergy};
 pub use record::{DeviceResult, Measurement, Provenance, SamplerStats, SCHEMA_NAME};
 pub use run::{
     BatchRecord, DeviceUse, PowerCap, RequestRecord, RunConfig, RunMetrics, RunRecord, RunStatus,

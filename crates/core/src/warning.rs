@@ -53,6 +53,28 @@ pub enum Warning {
     SensorReadFailed { count: u64, last_error: String },
     /// A replayed trace ended before the window did; its last values were held.
     ReplayTraceEnded { trace_end_s: f64, window_s: f64 },
+    /// A metrics endpoint did not answer from `from_s` (its last answered scrape) to `to_s` (its
+    /// next one; `None`: it never came back): its devices' energy misses that span.
+    EndpointMissed {
+        url: String,
+        from_s: f64,
+        to_s: Option<f64>,
+        error: String,
+    },
+    /// Scrapes that returned the same energy counters as the scrape before: the exporter collects
+    /// less often than it is scraped.
+    StaleScrapes {
+        url: String,
+        stale: u64,
+        scrapes: u64,
+    },
+    /// How far a remote reading can be from the local time it is filed under: the longest
+    /// scrape round trip of the endpoint.
+    ScrapeAlignment {
+        url: String,
+        max_round_trip_ms: f64,
+        scrapes: u64,
+    },
 }
 
 impl Warning {
@@ -86,6 +108,9 @@ impl Warning {
             Warning::SamplerOverrun { .. } => "sampler_overrun",
             Warning::SensorReadFailed { .. } => "sensor_read_failed",
             Warning::ReplayTraceEnded { .. } => "replay_trace_ended",
+            Warning::EndpointMissed { .. } => "endpoint_missed",
+            Warning::StaleScrapes { .. } => "stale_scrapes",
+            Warning::ScrapeAlignment { .. } => "scrape_alignment",
         }
     }
 }
@@ -150,6 +175,28 @@ impl std::fmt::Display for Warning {
                 f,
                 "the replayed trace ends at {trace_end_s:.3} s but the window lasted {window_s:.3} s; \
                  its last values were held. Supply a longer trace"
+            ),
+            Warning::EndpointMissed { url, from_s, to_s: Some(to_s), error } => write!(
+                f,
+                "{url} did not answer from {from_s:.3} s to {to_s:.3} s ({error}); the energy of its \
+                 devices in that span is missing, so their figures are partial"
+            ),
+            Warning::EndpointMissed { url, from_s, to_s: None, error } => write!(
+                f,
+                "{url} stopped answering at {from_s:.3} s ({error}); the energy of its devices stops \
+                 there, so their figures are partial"
+            ),
+            Warning::StaleScrapes { url, stale, scrapes } => write!(
+                f,
+                "{stale} of {scrapes} scrapes of {url} returned the same energy counters as the one \
+                 before: the exporter collects less often than it is scraped, so window edges may be \
+                 off by one collection interval. Collect more often (dcgm-exporter -c MS) or pass a \
+                 longer --scrape-interval"
+            ),
+            Warning::ScrapeAlignment { url, max_round_trip_ms, scrapes } => write!(
+                f,
+                "{url}: {scrapes} scrapes, readings filed under the local time each scrape started; \
+                 alignment error up to {max_round_trip_ms:.1} ms (the longest round trip)"
             ),
         }
     }

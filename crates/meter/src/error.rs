@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
-    #[error("unknown sensor {spec:?}; use one of: auto, nvml, rapl[:POWERCAP_ROOT], fake:WATTS[xN], replay:FILE")]
+    #[error("unknown sensor {spec:?}; use one of: auto, nvml, rapl[:POWERCAP_ROOT], prometheus:URL[,URL...], fake:WATTS[xN], replay:FILE")]
     UnknownSensor { spec: String },
 
     #[error("invalid sensor {spec:?}: {reason}")]
@@ -49,6 +49,16 @@ pub enum SensorError {
 
     #[error("device {selector:?} is ambiguous: it matches {matches}; name one of them by id")]
     AmbiguousDevice { selector: String, matches: String },
+
+    #[error("cannot read the metrics at {url}: {reason}")]
+    Scrape { url: String, reason: String },
+
+    #[error(
+        "{url} serves {metrics} Prometheus samples but no GPU energy or power: enable \
+         DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION and DCGM_FI_DEV_POWER_USAGE in dcgm-exporter's \
+         counters file, or point at `wattbench meter --listen` on that node"
+    )]
+    NoEnergyMetrics { url: String, metrics: usize },
 
     #[error("reading {device} failed: {message}")]
     Read { device: String, message: String },

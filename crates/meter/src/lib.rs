@@ -3,12 +3,14 @@
 //! Sensors collect; everything else (windows, reports) consumes their timelines. Each sensor sits
 //! behind the [`EnergySensor`] seam: `nvml` for NVIDIA GPUs (the library is loaded at run time, so
 //! the binary runs and explains itself where there is none), `rapl` for CPU package and DRAM
-//! energy, `fake` for deterministic tests and `replay` to play a recorded trace.
+//! energy, `prometheus` for the GPUs of other machines (dcgm-exporter or `wattbench meter`),
+//! `fake` for deterministic tests and `replay` to play a recorded trace.
 
 pub mod error;
 pub mod fake;
 pub mod nvml;
 pub mod power;
+pub mod prometheus;
 pub mod rapl;
 pub mod replay;
 pub mod sampler;

@@ -3,6 +3,7 @@
 use crate::error::SensorError;
 use crate::fake::FakeSensor;
 use crate::nvml::NvmlSensor;
+use crate::prometheus::PrometheusSensor;
 use crate::rapl::RaplSensor;
 use crate::replay::ReplaySensor;
 use crate::select::select;
@@ -62,6 +63,9 @@ impl SensorSet {
                     sensors.push(Box::new(FakeSensor::new(*watts, *count)))
                 }
                 SensorSpec::Replay { path } => sensors.push(Box::new(ReplaySensor::open(path)?)),
+                SensorSpec::Prometheus { urls, options } => {
+                    sensors.push(Box::new(PrometheusSensor::open(urls, options.clone())?))
+                }
             }
         }
         let mut set = SensorSet {

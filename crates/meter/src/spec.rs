@@ -1,6 +1,7 @@
 //! Parsing of `--sensor` values.
 
 use crate::error::SensorError;
+use crate::prometheus::ScrapeOptions;
 use std::path::PathBuf;
 
 /// Default root of the Linux powercap tree.
@@ -22,6 +23,11 @@ pub enum SensorSpec {
     },
     Replay {
         path: PathBuf,
+    },
+    /// Prometheus text endpoints of other machines (dcgm-exporter, `wattbench meter --listen`).
+    Prometheus {
+        urls: Vec<String>,
+        options: ScrapeOptions,
     },
 }
 
@@ -50,6 +56,13 @@ impl SensorSpec {
                 Ok(SensorSpec::Replay { path: path.into() })
             }
             ("replay", _) => Err(invalid("name the trace file, as in replay:trace.csv")),
+            ("prometheus", Some(urls)) if !urls.trim().is_empty() => Ok(SensorSpec::Prometheus {
+                urls: urls.split(',').map(|u| u.trim().to_string()).collect(),
+                options: ScrapeOptions::default(),
+            }),
+            ("prometheus", _) => Err(invalid(
+                "name the metrics URLs, as in prometheus:http://node1:9400/metrics,http://node2:9400/metrics",
+            )),
             ("fake", arg) => {
                 let arg = arg.unwrap_or("");
                 let (w, n) = match arg.split_once('x') {
@@ -97,7 +110,21 @@ impl SensorSpec {
                     specs.push(SensorSpec::parse(rest)?);
                     break;
                 }
-                let (head, tail) = rest.split_once(',').unwrap_or((rest, ""));
+                let (mut head, mut tail) = rest.split_once(',').unwrap_or((rest, ""));
+                if head.trim_start().starts_with("prometheus:") {
+                    // The URLs after a prometheus: spec belong to it.
+                    let mut end = head.len();
+                    let mut more = tail;
+                    while more.trim_start().starts_with("http://")
+                        || more.trim_start().starts_with("https://")
+                    {
+                        let (url, next) = more.split_once(',').unwrap_or((more, ""));
+                        end += 1 + url.len();
+                        more = next;
+                    }
+                    head = &rest[..end];
+                    tail = more;
+                }
                 specs.push(SensorSpec::parse(head)?);
                 rest = tail;
             }
@@ -152,6 +179,24 @@ mod tests {
             SensorSpec::parse_list::<&str>(&[]).unwrap(),
             vec![SensorSpec::Auto]
         );
+        assert_eq!(
+            SensorSpec::parse_list(&["prometheus:http://a:9400/metrics,http://b/m,fake:5"])
+                .unwrap(),
+            vec![
+                SensorSpec::Prometheus {
+                    urls: vec!["http://a:9400/metrics".into(), "http://b/m".into()],
+                    options: ScrapeOptions::default(),
+                },
+                SensorSpec::Fake {
+                    watts: 5.0,
+                    count: 1
+                }
+            ]
+        );
+        assert!(SensorSpec::parse("prometheus:")
+            .unwrap_err()
+            .to_string()
+            .contains("prometheus:http://"));
     }
 
     #[test]
