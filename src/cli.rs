@@ -44,9 +44,24 @@ pub enum Command {
     PowerLimit(PowerLimitArgs),
     /// Serve the embedded engine over the OpenAI API (completions and chat, streamed or not)
     Serve(ServeArgs),
+    /// Merge the results databases of a folder (a Slurm sweep's task-N.db) into one, skipping duplicates
+    Merge(MergeArgs),
     /// Serve this node's sensors as Prometheus metrics (dcgm-exporter's names for GPUs), for
     /// `--sensor prometheus:URL` on the machine that runs the benchmark
     Meter(MeterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Folder holding the databases (searched recursively for *.db)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Database to merge into [default: DIR/merged.db]
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -428,7 +443,49 @@ pub struct SweepArgs {
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
+    pub slurm: SlurmArgs,
+    #[command(flatten)]
     pub settings: RunSettings,
+}
+
+/// Running a sweep as a Slurm job array.
+#[derive(Args, Debug, Clone)]
+pub struct SlurmArgs {
+    /// Submit the sweep to Slurm as a job array (with --dry-run: write and print the batch script only)
+    #[arg(long)]
+    pub slurm: bool,
+    /// Slurm partition
+    #[arg(long, value_name = "P", requires = "slurm")]
+    pub partition: Option<String>,
+    /// GPUs each task asks for [default: the most GPUs a point uses, on GPUs; none on the CPU]
+    #[arg(long, value_name = "N", requires = "slurm")]
+    pub gpus_per_node: Option<u32>,
+    /// Time limit of each task, in Slurm's format (30:00, 4:00:00, 1-00:00:00)
+    #[arg(long, value_name = "TIME", requires = "slurm")]
+    pub time: Option<String>,
+    /// Slurm account to charge
+    #[arg(long, value_name = "ACCOUNT", requires = "slurm")]
+    pub account: Option<String>,
+    /// What one task of the array runs: every point of one model (loaded once), or one point
+    #[arg(long, value_enum, default_value = "model", requires = "slurm")]
+    pub slurm_tasks: SlurmTasks,
+    /// Shared folder for the tasks' databases (task-N.db) and logs [default: wattbench-SWEEP]
+    #[arg(long, value_name = "DIR", requires = "slurm")]
+    pub results: Option<PathBuf>,
+    /// Run only task N of the sweep's job array (set by the batch script)
+    #[arg(long, value_name = "N", hide = true)]
+    pub task: Option<usize>,
+    /// How the tasks were cut (set by the batch script)
+    #[arg(long, value_enum, hide = true, default_value = "model")]
+    pub tasks_by: SlurmTasks,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SlurmTasks {
+    /// One task per model (and shard count): each model loads once
+    Model,
+    /// One task per point
+    Point,
 }
 
 #[derive(Args, Debug)]

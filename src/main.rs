@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         cli::Command::PowerLimit(args) => commands::power_limit::run(args),
         cli::Command::Serve(args) => commands::serve::run(args),
         cli::Command::Meter(args) => commands::meter::run(args),
+        cli::Command::Merge(args) => commands::merge::run(args),
     };
     match result {
         Ok(code) => code,

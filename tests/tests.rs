@@ -11,5 +11,6 @@ mod remote_meters;
 mod report;
 mod run;
 mod serve;
+mod slurm;
 mod sweep;
 mod util;

@@ -5,6 +5,7 @@ pub mod devices;
 pub mod export;
 pub mod generate;
 pub mod measure;
+pub mod merge;
 pub mod meter;
 pub mod monitor;
 pub mod power_limit;

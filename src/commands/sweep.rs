@@ -9,6 +9,7 @@ use crate::runner::maxbatch;
 use crate::runner::plan::{self, ModelLimits};
 use crate::runner::session::{resolve_device, Session};
 use crate::runner::setup;
+use crate::runner::slurm;
 use crate::runner::summary::{self, Repeat};
 use crate::ui;
 use anyhow::{bail, Context as _};
@@ -25,7 +26,21 @@ fn weight_bytes(model: &str, dtype: &str) -> Option<u64> {
 }
 
 pub fn run(args: SweepArgs) -> anyhow::Result<ExitCode> {
-    let grid = grid::grid(&args)?;
+    let mut grid = grid::grid(&args)?;
+    if args.slurm.slurm {
+        if args.server.engine == EngineKind::Embedded {
+            for m in &grid.models {
+                ModelSpec::parse(m)?;
+            }
+        }
+        for d in &grid.datasets {
+            crate::prompts::spec(d)?;
+        }
+        return slurm::submit(&grid, &args, &resolve_device(&args.settings.device));
+    }
+    if let Some(task) = args.slurm.task {
+        grid = slurm::restrict(grid, task, args.slurm.tasks_by)?;
+    }
     if args.server.engine == EngineKind::Openai {
         return crate::runner::serving::sweep(&grid, &args);
     }

@@ -14,4 +14,5 @@ pub mod progress;
 pub mod serving;
 pub mod session;
 pub mod setup;
+pub mod slurm;
 pub mod summary;

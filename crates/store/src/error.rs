@@ -40,6 +40,9 @@ pub enum StoreError {
         message: String,
     },
 
+    #[error("{} is the database the others are merged into; pass another --db, or move it out of the folder", path.display())]
+    MergeIntoItself { path: PathBuf },
+
     #[error("writing the export failed: {0}")]
     Export(String),
 }
