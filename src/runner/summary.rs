@@ -256,6 +256,28 @@ pub fn to_text(repeats: &[Repeat], db: &std::path::Path) -> String {
         ));
         out.push('\n');
     }
+    let nodes = nodes(repeats);
+    if !nodes.is_empty() {
+        let rows: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n["node"].as_str().unwrap_or("").to_string(),
+                    n["devices"].to_string(),
+                    ui::num(n["energy_j"].as_f64(), 1),
+                    ui::num(n["avg_power_w"].as_f64(), 1),
+                    ui::num(n["j_per_token"].as_f64(), 4),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&ui::table(
+            &["node", "devices", "energy J", "avg W", "J/token"],
+            &rows,
+            2,
+        ));
+        out.push('\n');
+    }
     if repeats.len() > 1 {
         out.push_str("\n(mean ± 95% confidence interval over the complete repeats)\n");
     }
