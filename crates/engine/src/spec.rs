@@ -141,18 +141,35 @@ impl LoadedModel {
         group: std::sync::Arc<dyn crate::parallel::AllReduce>,
     ) -> Result<LoadedModel, EngineError> {
         let world = devices.len();
-        let mut shards = Vec::with_capacity(world);
-        for (rank, d) in devices.iter().enumerate() {
-            let shard = crate::parallel::Shard {
-                rank,
-                world,
-                group: group.clone(),
-            };
-            shards.push(self.model.shard(shard, d)?);
-        }
-        for d in devices {
-            d.synchronize()?;
-        }
+        // Each shard is cut and copied to its GPU by its own thread.
+        let model = &self.model;
+        let results: Vec<Result<Llama, EngineError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = devices
+                .iter()
+                .enumerate()
+                .map(|(rank, d)| {
+                    let group = group.clone();
+                    s.spawn(move || {
+                        let shard = crate::parallel::Shard { rank, world, group };
+                        let m = model.shard(shard, d)?;
+                        d.synchronize()?;
+                        Ok(m)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EngineError::Shard {
+                            world,
+                            message: "a thread copying a shard panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+        let mut shards = results.into_iter().collect::<Result<Vec<_>, _>>()?;
         let model = shards.remove(0);
         Ok(LoadedModel {
             name: self.name,

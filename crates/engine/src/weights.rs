@@ -15,44 +15,106 @@ const INIT_STD: f64 = 0.02;
 /// the same values whatever the number of threads.
 const CHUNK: usize = 1 << 20;
 
-/// Uniform values with standard deviation `INIT_STD`, from `seed` and the tensor's number.
+/// One uniform value with standard deviation `INIT_STD`.
+fn value(rng: &mut SplitMix64) -> f32 {
+    let a = (INIT_STD * 3f64.sqrt()) as f32;
+    (rng.unit() as f32 * 2.0 - 1.0) * a
+}
+
+/// A weight matrix `[rows, cols]` made of `parts` stacked by rows: part `i` has `parts[i].0`
+/// rows of uniform values with standard deviation `INIT_STD` from `seed` and tensor number
+/// `first + i`, multiplied by `parts[i].1` where given (the attention scale folded into the
+/// queries), in `dtype` arithmetic as a tensor multiplication would.
+///
 /// Generated on the host with SplitMix64 so that every device gets identical weights (CPU and
 /// CUDA runs of the same synthetic model must give the same greedy tokens), then copied over.
-fn random(
-    shape: &[usize],
+/// Every core generates, rounds and scales its own chunks, and fused matrices (`[q; k; v]`,
+/// `[gate; up]`) are written in place, so a 65B model's weights are neither produced one value
+/// at a time nor copied again to be joined.
+fn weights(
+    parts: &[(usize, Option<f64>)],
+    cols: usize,
     seed: u64,
-    tensor: u64,
+    first: u64,
     dtype: DType,
     device: &Device,
 ) -> candle_core::Result<Tensor> {
-    let n: usize = shape.iter().product();
-    let a = (INIT_STD * 3f64.sqrt()) as f32;
-    let mut data = vec![0f32; n];
+    let rows: usize = parts.iter().map(|p| p.0).sum();
+    fn build<T: candle_core::WithDType + Default + Send>(
+        parts: &[(usize, Option<f64>)],
+        cols: usize,
+        seed: u64,
+        first: u64,
+        round: fn(f32) -> T,
+    ) -> Vec<T> {
+        let rows: usize = parts.iter().map(|p| p.0).sum();
+        let mut data = vec![T::default(); rows * cols];
+        let mut rest = data.as_mut_slice();
+        for (i, &(r, scale)) in parts.iter().enumerate() {
+            let (part, tail) = rest.split_at_mut(r * cols);
+            rest = tail;
+            let tensor = first + i as u64;
+            match scale {
+                None => fill(part, seed, tensor, move |rng| round(value(rng))),
+                Some(s) => {
+                    let (mul, add) = (T::from_f64(s), T::from_f64(0.0));
+                    fill(part, seed, tensor, move |rng| round(value(rng)) * mul + add)
+                }
+            }
+        }
+        data
+    }
+    let t = match dtype {
+        DType::BF16 => Tensor::from_vec(
+            build(parts, cols, seed, first, half::bf16::from_f32),
+            (rows, cols),
+            &Device::Cpu,
+        )?,
+        DType::F16 => Tensor::from_vec(
+            build(parts, cols, seed, first, half::f16::from_f32),
+            (rows, cols),
+            &Device::Cpu,
+        )?,
+        _ => Tensor::from_vec(
+            build(parts, cols, seed, first, |v| v),
+            (rows, cols),
+            &Device::Cpu,
+        )?
+        .to_dtype(dtype)?,
+    };
+    t.to_device(device)
+}
+
+/// Fills `data`, each chunk of `CHUNK` from its own stream (seeded by `seed`, the tensor's number
+/// and the chunk's), chunks spread over the cores.
+fn fill<T: Send>(
+    data: &mut [T],
+    seed: u64,
+    tensor: u64,
+    value: impl Fn(&mut SplitMix64) -> T + Copy + Send,
+) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |p| p.get())
         .min(32);
-    let chunks: Vec<(usize, &mut [f32])> = data.chunks_mut(CHUNK).enumerate().collect();
+    let chunks: Vec<(usize, &mut [T])> = data.chunks_mut(CHUNK).enumerate().collect();
     let per = chunks.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
         let mut chunks = chunks;
         while !chunks.is_empty() {
             let take = per.min(chunks.len());
-            let mine: Vec<(usize, &mut [f32])> = chunks.drain(..take).collect();
+            let mine: Vec<(usize, &mut [T])> = chunks.drain(..take).collect();
             s.spawn(move || {
                 for (ci, chunk) in mine {
                     let mut rng = SplitMix64::new(
                         seed ^ tensor.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ ((ci as u64) << 20),
                     );
                     for v in chunk.iter_mut() {
-                        *v = (rng.unit() as f32 * 2.0 - 1.0) * a;
+                        *v = value(&mut rng);
                     }
                 }
             });
         }
     });
-    Tensor::from_vec(data, shape, &Device::Cpu)?
-        .to_dtype(dtype)?
-        .to_device(device)
 }
 
 /// A model of `cfg`'s shape with random weights from `seed`.
@@ -64,32 +126,35 @@ pub fn synthetic(
 ) -> candle_core::Result<Llama> {
     let (h, f, v) = (cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size);
     let kv = cfg.kv_heads() * cfg.head_dim();
+    let scale = 1.0 / (cfg.head_dim() as f64).sqrt();
+    // Tensor numbers in the order q, k, v, o, gate, up, down of each layer, after the embedding.
     let mut id = 0u64;
-    let mut next = |shape: &[usize]| {
-        id += 1;
-        random(shape, seed, id, dtype, device)
+    let mut next = |parts: &[(usize, Option<f64>)], cols: usize| {
+        let t = weights(parts, cols, seed, id + 1, dtype, device);
+        id += parts.len() as u64;
+        t
     };
     let ones = |n: usize| Tensor::ones(n, dtype, device);
-    let embed = next(&[v, h])?;
+    let embed = next(&[(v, None)], h)?;
     let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
     for _ in 0..cfg.num_hidden_layers {
-        layers.push(Layer::dense(
-            ones(h)?,
-            next(&[h, h])?,
-            next(&[kv, h])?,
-            next(&[kv, h])?,
-            next(&[h, h])?,
-            ones(h)?,
-            next(&[f, h])?,
-            next(&[f, h])?,
-            next(&[h, f])?,
-            cfg.head_dim(),
-        )?);
+        let qkv = next(&[(h, Some(scale)), (kv, None), (kv, None)], h)?;
+        let wo = next(&[(h, None)], h)?;
+        let gate_up = next(&[(f, None), (f, None)], h)?;
+        let down = next(&[(h, None)], f)?;
+        layers.push(Layer {
+            attn_norm: ones(h)?,
+            qkv: Qkv::Fused(qkv),
+            wo: Linear::Dense(wo),
+            ffn_norm: ones(h)?,
+            gate_up: GateUp::Fused(gate_up),
+            w_down: Linear::Dense(down),
+        });
     }
     let lm_head = if cfg.tie_word_embeddings {
         Linear::Dense(embed.clone())
     } else {
-        Linear::Dense(next(&[v, h])?)
+        Linear::Dense(next(&[(v, None)], h)?)
     };
     Llama::new(cfg.clone(), embed, layers, ones(h)?, lm_head, false)
 }
@@ -244,4 +309,48 @@ pub fn gguf(path: &Path, device: &Device) -> Result<Llama, EngineError> {
         "output.weight"
     })?)?;
     Llama::new(cfg, embed, layers, norm, lm_head, true).map_err(|e| gerr(e.to_string()))
+}
+
+#[cfg(test)]
+mod fused_tests {
+    use super::*;
+
+    /// A fused matrix equals its parts generated alone, the first scaled by a tensor
+    /// multiplication and all joined by `cat`: the same values, bit for bit, in every dtype.
+    #[test]
+    fn fused_weights_equal_their_parts_scaled_and_joined() {
+        let cpu = Device::Cpu;
+        let scale = 1.0 / 8f64.sqrt();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let fused = weights(
+                &[(48, Some(scale)), (16, None), (16, None)],
+                40,
+                7,
+                3,
+                dtype,
+                &cpu,
+            )
+            .unwrap();
+            let part =
+                |rows: usize, id: u64| weights(&[(rows, None)], 40, 7, id, dtype, &cpu).unwrap();
+            let q = (part(48, 3) * scale).unwrap();
+            let joined = Tensor::cat(&[q, part(16, 4), part(16, 5)], 0).unwrap();
+            let a = fused
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let b = joined
+                .to_dtype(DType::F32)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert_eq!(a, b, "{dtype:?}");
+            assert!(a.iter().any(|&v| v != 0.0));
+        }
+    }
 }
