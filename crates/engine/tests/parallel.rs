@@ -12,12 +12,19 @@ use wattbench_workload::sample::SplitMix64;
 
 /// 8 query heads over 4 key/value heads (grouped-query attention), MLP of 256.
 fn model(dir: &std::path::Path) -> LoadedModel {
-    let cfg = dir.join("config.json");
+    model_with(dir, 4)
+}
+
+/// 8 query heads over `kv_heads` key/value heads, MLP of 256.
+fn model_with(dir: &std::path::Path, kv_heads: usize) -> LoadedModel {
+    let cfg = dir.join(format!("config-{kv_heads}.json"));
     std::fs::write(
         &cfg,
-        r#"{"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
-            "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 320,
-            "max_position_embeddings": 256, "rms_norm_eps": 1e-5}"#,
+        format!(
+            r#"{{"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+            "num_attention_heads": 8, "num_key_value_heads": {kv_heads}, "vocab_size": 320,
+            "max_position_embeddings": 256, "rms_norm_eps": 1e-5}}"#
+        ),
     )
     .unwrap();
     let spec = format!("synthetic:{}", cfg.display());
@@ -79,7 +86,19 @@ fn requests() -> Vec<Request> {
 #[test]
 fn two_and_four_shards_give_the_unsharded_logits_and_greedy_tokens() {
     let dir = tempfile::tempdir().unwrap();
-    let full = model(dir.path());
+    same_as_unsharded(&model(dir.path()), &[2, 4]);
+}
+
+/// The paper's 8-way split (LLaMA-65B over 8 GPUs), with one query and one key/value head per
+/// shard, as LLaMA-65B's 64 heads split over 8 give 8 each.
+#[test]
+fn eight_shards_give_the_unsharded_logits_and_greedy_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    same_as_unsharded(&model_with(dir.path(), 8), &[8]);
+}
+
+fn same_as_unsharded(full: &LoadedModel, worlds: &[usize]) {
+    let kv = full.model.kv_heads();
     let reqs = requests();
     let pads: Vec<usize> = reqs.iter().map(|r| 13 - r.prompt.len()).collect();
     let flat: Vec<u32> = reqs
@@ -112,10 +131,10 @@ fn two_and_four_shards_give_the_unsharded_logits_and_greedy_tokens() {
     };
     let want_logits = prefill(&full.model);
     let want_tokens = greedy(&full.model);
-    for world in [2, 4] {
+    for &world in worlds {
         let parts = shards(&full.model, world);
         assert_eq!(parts[0].heads(), 8 / world);
-        assert_eq!(parts[0].kv_heads(), 4 / world);
+        assert_eq!(parts[0].kv_heads(), kv / world);
         for logits in on_all(&parts, |m| prefill(m)) {
             let diff = (&logits - &want_logits)
                 .unwrap()
