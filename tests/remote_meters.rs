@@ -165,6 +165,24 @@ fn measure_sums_two_meters_and_a_dcgm_exporter() {
 }
 
 #[test]
+fn an_exporter_that_collects_less_often_than_it_is_scraped_is_reported() {
+    // dcgm-exporter answers from a cache between collections: here it collects once a second.
+    let c = static_server(200, |t| dcgm(t.floor()));
+    let dir = tempfile::tempdir().unwrap();
+    let o = measure(dir.path(), &[&c], "1.5");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v = json(&o);
+    let stale = warnings_of(&v, "stale_scrapes");
+    assert_eq!(stale.len(), 1, "{}", v["warnings"]);
+    let (n, of) = (
+        stale[0]["stale"].as_u64().unwrap(),
+        stale[0]["scrapes"].as_u64().unwrap(),
+    );
+    assert!(n >= of / 2 && n < of, "{n} of {of} scrapes stale");
+    assert!(stale[0]["message"].as_str().unwrap().contains("-c MS"));
+}
+
+#[test]
 fn an_exporter_that_stops_gives_a_warning_and_a_partial_figure() {
     let dir = tempfile::tempdir().unwrap();
     let a = meter("node-a", "fake:100", &[]);
