@@ -21,20 +21,32 @@ impl Drop for Meter {
 }
 
 pub fn meter(node: &str, sensor: &str, extra: &[&str]) -> Meter {
-    let mut child = bin()
-        .args([
-            "meter",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-name",
-            node,
-            "--sensor",
-            sensor,
-        ])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("wattbench meter starts");
+    meter_with_env(node, sensor, extra, &[]).0
+}
+
+/// A `wattbench meter` with `env`, and the line it printed when it started.
+fn meter_with_env(
+    node: &str,
+    sensor: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Meter, String) {
+    let mut c = bin();
+    c.args([
+        "meter",
+        "--listen",
+        "127.0.0.1:0",
+        "--node-name",
+        node,
+        "--sensor",
+        sensor,
+    ])
+    .args(extra)
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("wattbench meter starts");
     let mut line = String::new();
     BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut line)
@@ -45,7 +57,7 @@ pub fn meter(node: &str, sensor: &str, extra: &[&str]) -> Meter {
         .unwrap_or_else(|| panic!("no URL in {line:?}"))
         .trim_end_matches(',')
         .to_string();
-    Meter { child, url }
+    (Meter { child, url }, line)
 }
 
 /// Serves `body(t)` (t: seconds since the server started) to every request on loopback, with
@@ -263,35 +275,13 @@ fn bad_endpoints_are_errors_that_name_them() {
 #[test]
 fn a_meter_with_a_token_answers_only_with_it() {
     let dir = tempfile::tempdir().unwrap();
-    let m = {
-        let mut child = bin()
-            .args([
-                "meter",
-                "--listen",
-                "127.0.0.1:0",
-                "--node-name",
-                "n",
-                "--sensor",
-                "fake:10",
-            ])
-            .args(["--token-env", "METER_TOKEN"])
-            .env("METER_TOKEN", "s3cret")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("bearer token required"), "{line}");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap()
-            .trim_end_matches(',')
-            .to_string();
-        Meter { child, url }
-    };
+    let (m, line) = meter_with_env(
+        "n",
+        "fake:10",
+        &["--token-env", "METER_TOKEN"],
+        &[("METER_TOKEN", "s3cret")],
+    );
+    assert!(line.contains("bearer token required"), "{line}");
     let o = measure(dir.path(), &[&m.url], "0");
     assert!(stderr(&o).contains("wants a token"), "{}", stderr(&o));
     let spec = format!("prometheus:{}", m.url);

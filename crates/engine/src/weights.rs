@@ -335,20 +335,11 @@ mod fused_tests {
                 |rows: usize, id: u64| weights(&[(rows, None)], 40, 7, id, dtype, &cpu).unwrap();
             let q = (part(48, 3) * scale).unwrap();
             let joined = Tensor::cat(&[q, part(16, 4), part(16, 5)], 0).unwrap();
-            let a = fused
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
-            let b = joined
-                .to_dtype(DType::F32)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let values = |t: &Tensor| -> Vec<f32> {
+                let t = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+                t.to_vec1().unwrap()
+            };
+            let (a, b) = (values(&fused), values(&joined));
             assert_eq!(a, b, "{dtype:?}");
             assert!(a.iter().any(|&v| v != 0.0));
         }
