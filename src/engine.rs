@@ -26,8 +26,8 @@ pub fn load(args: &ModelArgs) -> anyhow::Result<LoadedModel> {
     Ok(m)
 }
 
-/// Loads the model whole on the CPU and splits it over the GPUs `gpus`, tensor-parallel with
-/// NCCL (the `nccl` feature).
+/// Loads the model split over the GPUs `gpus`, tensor-parallel with NCCL (the `nccl` feature):
+/// synthetic shards are computed on their GPUs, checkpoints are read on the CPU and cut.
 pub fn load_split(args: &ModelArgs, gpus: &[usize]) -> anyhow::Result<LoadedModel> {
     let mut seen = gpus.to_vec();
     seen.sort_unstable();
@@ -40,17 +40,17 @@ pub fn load_split(args: &ModelArgs, gpus: &[usize]) -> anyhow::Result<LoadedMode
         let devices = wattbench_engine::device::cuda_devices(gpus)?;
         let dtype = parse_dtype(&args.dtype, &devices[0])?;
         let spec = ModelSpec::parse(&args.model)?;
-        let whole = load_model(
+        let group =
+            wattbench_engine::cuda::nccl::NcclGroup::new(&devices).context("starting NCCL")?;
+        Ok(wattbench_engine::load_split(
             &spec,
             &args.model,
-            &candle_core::Device::Cpu,
+            &devices,
             dtype,
             args.weights_seed,
             &Hub::from_env(),
-        )?;
-        let group =
-            wattbench_engine::cuda::nccl::NcclGroup::new(&devices).context("starting NCCL")?;
-        Ok(whole.split(&devices, group)?)
+            group,
+        )?)
     }
     #[cfg(not(feature = "nccl"))]
     {

@@ -53,6 +53,8 @@ pub struct BatchResult {
     pub decode_steps: usize,
     /// Longest prompt of the batch: every prompt is padded to it.
     pub padded_prompt_len: usize,
+    /// Whether the decode steps were replayed from a CUDA graph.
+    pub cuda_graph: bool,
 }
 
 /// A rough upper bound of the batch that fits, for out-of-memory messages: what is left of
@@ -258,24 +260,35 @@ fn generate_steps(
         .saturating_sub(1)
         .min(max_steps.unwrap_or(usize::MAX));
     let t1 = Instant::now();
+    let graph = Graph::new(m, &sampler, &mut cache, &next, &pads, longest, needed);
     let mut steps = 0;
     let mut pending = None;
     loop {
         if !done.iter().all(|&d| d) && steps < needed {
-            let offset = longest + steps;
-            let logits = m
-                .forward(
-                    &next.reshape((b, 1))?,
-                    &positions(&pads, 1, offset, &m.device)?,
-                    &mask(&pads, 1, offset, &m.device)?,
-                    &pads,
-                    &mut cache,
-                    offset,
-                )
-                .map_err(oom)?;
-            next = sampler.sample_on_device(&logits).map_err(oom)?;
+            let queued = match &graph {
+                #[cfg(feature = "cuda")]
+                Graph::Cuda(g) => {
+                    g.replay().map_err(oom)?;
+                    sampler.skip(1);
+                    reader.start(g.tokens())?
+                }
+                Graph::None => {
+                    let offset = longest + steps;
+                    let logits = m
+                        .forward(
+                            &next.reshape((b, 1))?,
+                            &positions(&pads, 1, offset, &m.device)?,
+                            &mask(&pads, 1, offset, &m.device)?,
+                            &pads,
+                            &mut cache,
+                            offset,
+                        )
+                        .map_err(oom)?;
+                    next = sampler.sample_on_device(&logits).map_err(oom)?;
+                    reader.start(&next)?
+                }
+            };
             steps += 1;
-            let queued = reader.start(&next)?;
             if let Some(t) = pending.replace(queued) {
                 accept(&mut outputs, &mut done, &reader.finish(t, b)?);
             }
@@ -285,12 +298,15 @@ fn generate_steps(
             break;
         }
     }
+    // The graph's memory goes back before the batch is reported done.
+    let cuda_graph = graph.release();
     Ok(BatchResult {
         outputs,
         prefill_s,
         decode_s: t1.elapsed().as_secs_f64(),
         decode_steps: steps,
         padded_prompt_len: longest,
+        cuda_graph,
     })
 }
 
@@ -340,5 +356,44 @@ impl Reader {
                 candle_core::bail!("a token copy without copies; this is a bug")
             }
         }
+    }
+}
+
+/// How decode steps are queued: replayed from a CUDA graph, or one operation at a time.
+enum Graph {
+    None,
+    #[cfg(feature = "cuda")]
+    Cuda(crate::cuda::graph::DecodeGraph),
+}
+
+impl Graph {
+    /// A captured decode step where it applies (CUDA with the engine's kernels, graphs on, at
+    /// least two steps to run); otherwise, or if the capture fails, none.
+    fn new(
+        m: &Llama,
+        sampler: &Sampler,
+        cache: &mut KvCache,
+        first: &Tensor,
+        pads: &[usize],
+        column: usize,
+        steps: usize,
+    ) -> Graph {
+        #[cfg(feature = "cuda")]
+        if m.kernels() && crate::cuda::graph::enabled() && steps >= 2 {
+            match crate::cuda::graph::DecodeGraph::capture(m, sampler, cache, first, pads, column) {
+                Ok(g) => return Graph::Cuda(g),
+                Err(e) => eprintln!(
+                    "wattbench: decode steps run without a CUDA graph: capturing one failed ({})",
+                    e.to_string().lines().next().unwrap_or("")
+                ),
+            }
+        }
+        let _ = (m, sampler, cache, first, pads, column, steps);
+        Graph::None
+    }
+
+    /// Frees the graph; whether there was one.
+    fn release(self) -> bool {
+        !matches!(self, Graph::None)
     }
 }

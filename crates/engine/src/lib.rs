@@ -10,10 +10,11 @@ pub mod model;
 pub mod parallel;
 pub mod sampling;
 pub mod spec;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::LlamaConfig;
 pub use error::EngineError;
 pub use generate::{fits, generate, BatchResult, FinishReason, GenerationParams, Output, Request};
 pub use model::Llama;
-pub use spec::{load_model, LoadedModel, ModelSpec};
+pub use spec::{load_model, load_split, LoadedModel, ModelSpec};

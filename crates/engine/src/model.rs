@@ -110,6 +110,15 @@ pub struct Llama {
     pub device: Device,
 }
 
+/// The cache column a forward pass writes its first token at: known on the host, or held on the
+/// device (u32 `[1]`) so that a decode step captured in a CUDA graph writes at the next column
+/// each time it is replayed.
+#[derive(Debug, Clone, Copy)]
+pub enum Column<'a> {
+    Host(usize),
+    Device(&'a Tensor),
+}
+
 /// Per-layer key and value caches `[batch, kv_heads, capacity, head_dim]`.
 pub struct KvCache {
     k: Vec<Tensor>,
@@ -128,6 +137,29 @@ impl KvCache {
         }
         Ok(KvCache { k, v, capacity })
     }
+}
+
+/// Attention heads, key/value heads and MLP columns of shard `rank` of `world`, or why `cfg`
+/// cannot be split so.
+pub(crate) fn shard_sizes(
+    cfg: &LlamaConfig,
+    world: usize,
+    rank: usize,
+) -> std::result::Result<(usize, usize, usize), EngineError> {
+    let (nh, nkv, f) = (
+        cfg.num_attention_heads,
+        cfg.kv_heads(),
+        cfg.intermediate_size,
+    );
+    if world == 0 || rank >= world || nh % world != 0 || nkv % world != 0 || f % world != 0 {
+        return Err(EngineError::Shard {
+            world,
+            message: format!(
+                "{nh} attention heads, {nkv} key/value heads and an MLP of {f} must each divide by the number of shards"
+            ),
+        });
+    }
+    Ok((nh / world, nkv / world, f / world))
 }
 
 impl Llama {
@@ -214,7 +246,7 @@ impl Llama {
         h: &Tensor,
         positions: &Tensor,
         cache: &mut KvCache,
-        offset: usize,
+        column: Column<'_>,
     ) -> Result<(Tensor, bool)> {
         let (b, t, _) = h.dims3()?;
         let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
@@ -229,7 +261,7 @@ impl Llama {
                         positions,
                         k_cache: &cache.k[i],
                         v_cache: &cache.v[i],
-                        offset,
+                        column,
                         heads: nh,
                         kv_heads: nkv,
                         head_dim: hd,
@@ -258,6 +290,9 @@ impl Llama {
         let v = v.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
         let q = self.rope(&q, &cos, &sin)?;
         let k = self.rope(&k, &cos, &sin)?;
+        let Column::Host(offset) = column else {
+            candle_core::bail!("a cache column on the device needs the engine's CUDA kernels");
+        };
         cache.k[i].slice_set(&k, 2, offset)?;
         cache.v[i].slice_set(&v, 2, offset)?;
         Ok((q, prescaled))
@@ -296,27 +331,19 @@ impl Llama {
     /// number of shards, and the weights must be dense.
     pub fn shard(&self, shard: Shard, device: &Device) -> std::result::Result<Llama, EngineError> {
         let (world, r) = (shard.world, shard.rank);
-        let (nh, nkv, f, hd) = (
+        let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
-            self.cfg.intermediate_size,
             self.cfg.head_dim(),
         );
-        if world == 0 || r >= world || nh % world != 0 || nkv % world != 0 || f % world != 0 {
-            return Err(EngineError::Shard {
-                world,
-                message: format!(
-                    "{nh} attention heads, {nkv} key/value heads and an MLP of {f} must each divide by the number of shards"
-                ),
-            });
-        }
+        let f = self.cfg.intermediate_size;
+        let (lh, lkv, lf) = shard_sizes(&self.cfg, world, r)?;
         if self.shard.is_some() {
             return Err(EngineError::Shard {
                 world,
                 message: "the model is already a shard".into(),
             });
         }
-        let (lh, lkv, lf) = (nh / world, nkv / world, f / world);
         let to = |t: &Tensor| t.to_device(device);
         fn dense(w: &Linear, world: usize) -> std::result::Result<&Tensor, EngineError> {
             match w {
@@ -388,6 +415,12 @@ impl Llama {
         self.kernels = on && kernels_apply(&self.device, self.dtype);
     }
 
+    /// This model (made of one shard's weights) as shard `shard.rank` of its group.
+    pub(crate) fn into_shard(mut self, shard: Shard) -> Llama {
+        self.shard = Some(shard);
+        self
+    }
+
     /// The tensor-parallel group this model is a shard of, if any.
     pub fn group(&self) -> Option<&Shard> {
         self.shard.as_ref()
@@ -413,11 +446,6 @@ impl Llama {
         offset: usize,
     ) -> Result<Tensor> {
         let (b, t) = tokens.dims2()?;
-        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
-        let groups = nh / nkv;
-        let len = offset + t;
-        let mask = mask.to_dtype(self.dtype)?;
-        let scale = 1.0 / (hd as f64).sqrt();
         // The fused decode attention skips each sequence's padding instead of masking it.
         let starts = if self.kernels && t == 1 {
             let s: Vec<u32> = pads.iter().map(|&p| p as u32).collect();
@@ -425,6 +453,62 @@ impl Llama {
         } else {
             None
         };
+        self.forward_at(
+            tokens,
+            positions,
+            Some(mask),
+            starts.as_ref(),
+            cache,
+            Column::Host(offset),
+        )
+    }
+
+    /// One decode step, `tokens [B, 1]` at `positions [B, 1]`, at the cache column `col` held
+    /// on the device (u32 `[1]`); `starts [B]` (u32, on the device) is each sequence's first
+    /// column after its padding. Nothing here depends on host values that change from step to
+    /// step, so the step can be captured in a CUDA graph and replayed. Needs the engine's CUDA
+    /// kernels ([`Llama::kernels`]).
+    pub fn decode_at(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        starts: &Tensor,
+        cache: &mut KvCache,
+        col: &Tensor,
+    ) -> Result<Tensor> {
+        if !self.kernels || tokens.dim(1)? != 1 {
+            candle_core::bail!("a decode step at a column on the device needs the engine's CUDA kernels and one token per sequence");
+        }
+        self.forward_at(
+            tokens,
+            positions,
+            None,
+            Some(starts),
+            cache,
+            Column::Device(col),
+        )
+    }
+
+    fn forward_at(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        mask: Option<&Tensor>,
+        starts: Option<&Tensor>,
+        cache: &mut KvCache,
+        column: Column<'_>,
+    ) -> Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
+        let groups = nh / nkv;
+        // Keys the attention may read: up to the last written column, or (for a column on the
+        // device) the whole cache, which the kernel cuts at the column.
+        let (len, col) = match column {
+            Column::Host(offset) => (offset + t, None),
+            Column::Device(c) => (cache.capacity, Some(c)),
+        };
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mask = mask.map(|m| m.to_dtype(self.dtype)).transpose()?;
         let mut x = self
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
@@ -436,33 +520,35 @@ impl Llama {
         // `h` is always the normalized input of the next block.
         let mut h = candle_nn::ops::rms_norm(&x, &first.attn_norm, eps)?;
         for (i, l) in self.layers.iter().enumerate() {
-            let (q, prescaled) = self.queries(i, &h, positions, cache, offset)?;
+            let (q, prescaled) = self.queries(i, &h, positions, cache, column)?;
             // Views of the filled part of the cache: matrix products read them in place.
             let kc = cache.k[i].narrow(2, 0, len)?;
             let vc = cache.v[i].narrow(2, 0, len)?;
-            let y =
-                match &starts {
-                    #[cfg(feature = "cuda")]
-                    Some(starts) if crate::cuda::attention::supported(&q, hd) => {
-                        let s = if prescaled { 1.0 } else { scale as f32 };
-                        crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, s)?
-                            .reshape((b, t, nh * hd))?
-                    }
-                    _ => {
-                        // Grouped-query attention without copying keys: the query heads that share
-                        // a key head become rows of one matrix product.
-                        let q = q.reshape((b, nkv, groups * t, hd))?;
-                        let att = q.matmul(&kc.t()?)?;
-                        let att = if prescaled { att } else { (att * scale)? };
-                        let att = att.reshape((b, nh, t, len))?.broadcast_add(&mask)?;
-                        candle_nn::ops::softmax_last_dim(&att)?
-                            .reshape((b, nkv, groups * t, len))?
-                            .matmul(&vc)?
-                            .reshape((b, nh, t, hd))?
-                            .transpose(1, 2)?
-                            .reshape((b, t, nh * hd))?
-                    }
-                };
+            let y = match starts {
+                #[cfg(feature = "cuda")]
+                Some(starts) if crate::cuda::attention::supported(&q, hd) => {
+                    let s = if prescaled { 1.0 } else { scale as f32 };
+                    crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, col, s)?
+                        .reshape((b, t, nh * hd))?
+                }
+                _ => {
+                    let (Some(mask), None) = (&mask, col) else {
+                        candle_core::bail!("attention without the fused kernel needs a mask and a cache column on the host");
+                    };
+                    // Grouped-query attention without copying keys: the query heads that share
+                    // a key head become rows of one matrix product.
+                    let q = q.reshape((b, nkv, groups * t, hd))?;
+                    let att = q.matmul(&kc.t()?)?;
+                    let att = if prescaled { att } else { (att * scale)? };
+                    let att = att.reshape((b, nh, t, len))?.broadcast_add(mask)?;
+                    candle_nn::ops::softmax_last_dim(&att)?
+                        .reshape((b, nkv, groups * t, len))?
+                        .matmul(&vc)?
+                        .reshape((b, nh, t, hd))?
+                        .transpose(1, 2)?
+                        .reshape((b, t, nh * hd))?
+                }
+            };
             (x, h) = self.add_norm(&x, &self.reduce(l.wo.forward(&y)?)?, &l.ffn_norm)?;
             let next_norm = self.layers.get(i + 1).map_or(&self.norm, |n| &n.attn_norm);
             (x, h) = self.add_norm(&x, &self.reduce(self.mlp(l, &h)?)?, next_norm)?;

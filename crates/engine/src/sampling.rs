@@ -52,6 +52,36 @@ impl Sampler {
     }
 
     /// One token per row of `logits [B, V]` (f32).
+    /// The step number of the next draw (a draw's noise depends on the seed and its step).
+    pub fn next_step(&self) -> u64 {
+        self.steps + 1
+    }
+
+    /// Counts `n` draws made elsewhere (by [`Sampler::sample_at`] in replayed steps).
+    pub fn skip(&mut self, n: u64) {
+        if self.temperature > 0.0 {
+            self.steps += n;
+        }
+    }
+
+    /// One token per row of `logits` (CUDA) with the noise of the step held in `step` (u64
+    /// `[1]` on the device) when the kernel runs, for decode steps captured in a CUDA graph: the
+    /// same tokens as [`Sampler::sample_on_device`] at that step. Greedy decoding ignores `step`.
+    #[cfg(feature = "cuda")]
+    pub fn sample_at(&self, logits: &Tensor, step: &Tensor) -> Result<Tensor> {
+        if self.temperature <= 0.0 {
+            return logits.argmax(D::Minus1);
+        }
+        crate::cuda::sample::sample(
+            logits,
+            self.temperature,
+            self.top_p,
+            self.seed,
+            0,
+            Some(step),
+        )
+    }
+
     pub fn sample(&mut self, logits: &Tensor) -> Result<Vec<u32>> {
         self.sample_on_device(logits)?.to_vec1::<u32>()
     }
@@ -70,6 +100,7 @@ impl Sampler {
                 self.top_p,
                 self.seed,
                 self.steps,
+                None,
             );
         }
         let (b, v) = logits.dims2()?;

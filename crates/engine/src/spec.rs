@@ -181,6 +181,74 @@ impl LoadedModel {
     }
 }
 
+/// Loads `spec` split over `devices`, tensor-parallel, with `group` adding up the shards'
+/// partial sums. A synthetic model's shards are computed on their own devices, one thread each;
+/// any other model is read whole on the CPU and cut ([`LoadedModel::split`]).
+pub fn load_split(
+    spec: &ModelSpec,
+    name: &str,
+    devices: &[Device],
+    dtype: DType,
+    seed: u64,
+    hub: &Hub,
+    group: std::sync::Arc<dyn crate::parallel::AllReduce>,
+) -> Result<LoadedModel, EngineError> {
+    let ModelSpec::Synthetic { .. } = spec else {
+        let whole = load_model(spec, name, &Device::Cpu, dtype, seed, hub)?;
+        return whole.split(devices, group);
+    };
+    let cfg = synthetic_config(spec)?;
+    let world = devices.len();
+    let results: Vec<Result<Llama, EngineError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(rank, d)| {
+                let (group, cfg) = (group.clone(), &cfg);
+                s.spawn(move || {
+                    let shard = crate::parallel::Shard { rank, world, group };
+                    let m = crate::synthetic::synthetic_shard(cfg, seed, dtype, d, shard)?;
+                    d.synchronize()?;
+                    Ok(m)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(EngineError::Shard {
+                        world,
+                        message: "a thread making a shard panicked".into(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut shards = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let model = shards.remove(0);
+    Ok(LoadedModel {
+        name: name.to_string(),
+        model,
+        shards,
+        tokenizer: None,
+        synthetic: true,
+    })
+}
+
+/// The shape of a synthetic spec: its preset or its `config.json`.
+fn synthetic_config(spec: &ModelSpec) -> Result<LlamaConfig, EngineError> {
+    match spec {
+        ModelSpec::Synthetic {
+            preset: Some(p), ..
+        } => LlamaConfig::preset(p),
+        ModelSpec::Synthetic {
+            config: Some(c), ..
+        } => LlamaConfig::from_file(c),
+        _ => unreachable!("a synthetic spec names a preset or a config; this is a bug"),
+    }
+}
+
 fn folder_tokenizer(dir: &Path) -> Result<Option<Tokenizer>, EngineError> {
     let path = dir.join("tokenizer.json");
     if !path.exists() {
@@ -205,15 +273,12 @@ pub fn load_model(
     hub: &Hub,
 ) -> Result<LoadedModel, EngineError> {
     let (model, tokenizer) = match spec {
-        ModelSpec::Synthetic { preset, config } => {
-            let cfg = match (preset, config) {
-                (Some(p), _) => LlamaConfig::preset(p)?,
-                (None, Some(c)) => LlamaConfig::from_file(c)?,
-                (None, None) => {
-                    unreachable!("a synthetic spec names a preset or a config; this is a bug")
-                }
-            };
-            (weights::synthetic(&cfg, seed, dtype, device)?, None)
+        ModelSpec::Synthetic { .. } => {
+            let cfg = synthetic_config(spec)?;
+            (
+                crate::synthetic::synthetic(&cfg, seed, dtype, device)?,
+                None,
+            )
         }
         ModelSpec::Dir(dir) => (
             weights::safetensors_dir(dir, dtype, device)?,

@@ -323,3 +323,110 @@ fn a_shard_that_fails_before_any_all_reduce_does_not_leave_the_others_waiting() 
     let e = got.expect_err("shard 1 failed");
     assert!(e.contains("context"), "shard 1's own error: {e}");
 }
+
+/// Every weight of a synthetic model's shard, computed on its own, equals the same weight cut
+/// from the whole model, bit for bit (1, 2 and 4 shards, with grouped-query attention and a
+/// bf16 model whose query rows are scaled in bf16).
+#[test]
+fn synthetic_shards_computed_alone_equal_the_whole_models_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    std::fs::write(
+        &path,
+        r#"{"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 2,
+        "num_attention_heads": 8, "num_key_value_heads": 4, "vocab_size": 320,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-5}"#,
+    )
+    .unwrap();
+    let cfg = LlamaConfig::from_file(&path).unwrap();
+    let bits = |t: &Tensor| -> Vec<u32> {
+        let t = t.to_dtype(DType::F32).unwrap().flatten_all().unwrap();
+        t.to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f32::to_bits)
+            .collect()
+    };
+    let dense = |w: &model::Linear| match w {
+        model::Linear::Dense(t) => t.clone(),
+        model::Linear::Quant(_) => panic!("synthetic weights are dense"),
+    };
+    let weights = |m: &Llama| -> Vec<Vec<u32>> {
+        let mut all = vec![bits(&m.embed), bits(&m.norm), bits(&dense(&m.lm_head))];
+        for l in &m.layers {
+            let (model::Qkv::Fused(qkv), model::GateUp::Fused(gu)) = (&l.qkv, &l.gate_up) else {
+                panic!("synthetic weights are fused")
+            };
+            for t in [
+                qkv,
+                gu,
+                &dense(&l.wo),
+                &dense(&l.w_down),
+                &l.attn_norm,
+                &l.ffn_norm,
+            ] {
+                all.push(bits(t));
+            }
+        }
+        all
+    };
+    for dtype in [DType::BF16, DType::F32] {
+        let whole = synthetic::synthetic(&cfg, 9, dtype, &Device::Cpu).unwrap();
+        for world in [1, 2, 4] {
+            let group = LocalGroup::new(world);
+            for rank in 0..world {
+                let shard = || Shard {
+                    rank,
+                    world,
+                    group: group.clone(),
+                };
+                let cut = whole.shard(shard(), &Device::Cpu).unwrap();
+                let alone =
+                    synthetic::synthetic_shard(&cfg, 9, dtype, &Device::Cpu, shard()).unwrap();
+                assert_eq!(
+                    weights(&alone),
+                    weights(&cut),
+                    "{dtype:?} shard {rank} of {world}"
+                );
+            }
+        }
+    }
+    let group = LocalGroup::new(3);
+    let shard = Shard {
+        rank: 0,
+        world: 3,
+        group,
+    };
+    let err = synthetic::synthetic_shard(&cfg, 9, DType::F32, &Device::Cpu, shard).err();
+    assert!(
+        err.is_some_and(|e| e
+            .to_string()
+            .contains("must each divide by the number of shards")),
+        "8 heads do not split 3 ways"
+    );
+}
+
+/// A synthetic model loaded split (each shard computed alone) generates the unsharded tokens.
+#[test]
+fn a_synthetic_model_loaded_split_generates_the_unsharded_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = model(dir.path());
+    let spec = format!("synthetic:{}", dir.path().join("config-4.json").display());
+    let split = spec::load_split(
+        &ModelSpec::parse(&spec).unwrap(),
+        &spec,
+        &[Device::Cpu, Device::Cpu],
+        DType::F32,
+        7,
+        &Hub::from_env(),
+        LocalGroup::new(2),
+    )
+    .unwrap();
+    assert_eq!(split.devices(), 2);
+    let reqs = requests();
+    let tokens = |m: &LoadedModel| {
+        let r = m.generate(&reqs, &greedy(), None, &mut |_, _| {}).unwrap();
+        r.outputs.into_iter().map(|o| o.tokens).collect::<Vec<_>>()
+    };
+    assert_eq!(tokens(&split), tokens(&whole));
+}

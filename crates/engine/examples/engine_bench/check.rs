@@ -13,9 +13,47 @@ pub fn run(args: &[String]) -> Res<()> {
         "attention": attention()?,
         "model": model(args)?,
         "sampling": sampling()?,
+        "synthetic_weights": synthetic_weights()?,
     });
     println!("{}", serde_json::json!({ "check": report }));
     Ok(())
+}
+
+/// Synthetic weights computed on the GPU against the CPU's, bit for bit: a scaled part and a
+/// part cut by columns (crossing streams' chunk boundaries), stacked, in every dtype.
+fn synthetic_weights() -> Res<Vec<serde_json::Value>> {
+    use wattbench_engine::synthetic::{matrix, Part};
+    let gpu = Device::new_cuda(0)?;
+    let parts = [
+        Part {
+            tensor: 2,
+            rows: 3..43,
+            cols: 0..3000,
+            width: 3000,
+            scale: Some(1.0 / 128f64.sqrt()),
+        },
+        Part {
+            tensor: 3,
+            rows: 0..40,
+            cols: 500..3500,
+            width: 40_000,
+            scale: None,
+        },
+    ];
+    let mut report = Vec::new();
+    for dtype in [DType::BF16, DType::F16, DType::F32] {
+        let bits = |t: Tensor| -> Res<Vec<u32>> {
+            let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(v.into_iter().map(f32::to_bits).collect())
+        };
+        let on_gpu = bits(matrix(&parts, 2026, dtype, &gpu)?.to_device(&Device::Cpu)?)?;
+        let on_cpu = bits(matrix(&parts, 2026, dtype, &Device::Cpu)?)?;
+        let differ = on_gpu.iter().zip(&on_cpu).filter(|(a, b)| a != b).count();
+        report.push(serde_json::json!({
+            "dtype": format!("{dtype:?}"), "elements": on_cpu.len(), "differ": differ,
+        }));
+    }
+    Ok(report)
 }
 
 fn max_abs(a: &Tensor, b: &Tensor) -> Res<f32> {
@@ -59,7 +97,7 @@ fn attention() -> Res<Vec<serde_json::Value>> {
         let mut diffs = serde_json::Map::new();
         for unroll in [1u32, 2, 4, 8] {
             let fused = wattbench_engine::cuda::attention::decode_attention_unrolled(
-                &q, &k, &v, &start_t, scale, unroll,
+                &q, &k, &v, &start_t, None, scale, unroll,
             )?;
             diffs.insert(
                 format!("unroll_{unroll}"),

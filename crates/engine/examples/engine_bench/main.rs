@@ -11,6 +11,10 @@
 //! `--mode check`: the engine's CUDA kernels against candle's operations (attention, the fused
 //! layer work, whole-model logits and greedy tokens, and the sampling distribution).
 //!
+//! `--mode graphs`: decode steps replayed from a CUDA graph against eager ones (same tokens, time).
+//!
+//! `--mode bandwidth`: how fast the GPU reads its memory (the ceiling of memory-bound kernels).
+//!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
@@ -21,7 +25,11 @@
 //!     --model synthetic:llama-7b --device cuda --batch 64,256
 
 #[cfg(feature = "cuda")]
+mod bandwidth;
+#[cfg(feature = "cuda")]
 mod check;
+#[cfg(feature = "cuda")]
+mod graphs;
 #[cfg(feature = "cuda")]
 mod profile;
 
@@ -45,7 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     match arg(&args, "--mode", "throughput").as_str() {
         "greedy" => greedy(&args),
         #[cfg(feature = "cuda")]
+        "bandwidth" => bandwidth::run(&args),
+        #[cfg(feature = "cuda")]
         "check" => check::run(&args),
+        #[cfg(feature = "cuda")]
+        "graphs" => graphs::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
         _ => throughput(&args),
@@ -55,7 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 pub(crate) type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
 
 /// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded; with `--gpus N`
-/// (N > 1), loaded on the CPU and split over GPUs 0..N with NCCL.
+/// (N > 1), split over GPUs 0..N with NCCL.
 pub(crate) fn load(
     args: &[String],
     model: &str,
@@ -71,16 +83,8 @@ pub(crate) fn load(
         #[cfg(feature = "nccl")]
         {
             let devices = wattbench_engine::device::cuda_devices(&(0..gpus).collect::<Vec<_>>())?;
-            let full = load_model(
-                &spec,
-                &model,
-                &candle_core::Device::Cpu,
-                dtype,
-                0,
-                &Hub::from_env(),
-            )?;
             let group = wattbench_engine::cuda::nccl::NcclGroup::new(&devices)?;
-            let loaded = full.split(&devices, group)?;
+            let loaded = load_split(&spec, &model, &devices, dtype, 0, &Hub::from_env(), group)?;
             return Ok((model, devices[0].clone(), dtype, loaded));
         }
         #[cfg(not(feature = "nccl"))]
@@ -198,6 +202,7 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 "tok_per_s": toks as f64 / secs,
                 "prefill_s": r.prefill_s,
                 "decode_s": r.decode_s,
+                "cuda_graph": r.cuda_graph,
                 "decode_tok_per_s": (toks - b) as f64 / r.decode_s,
                 "energy_j": s.energy_j,
                 "watts": s.avg_power_w,

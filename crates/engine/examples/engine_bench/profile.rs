@@ -3,7 +3,8 @@
 //! At batch `--batch` (64) and cache column `--at` (256, the middle of the peer workload), times
 //! (after a synchronize) the whole decode step, the forward pass alone, the host's share of it
 //! (time until `forward` returns, before the device finishes), sampling, and the matrix products
-//! and decode attention alone. Means over `--reps` repetitions.
+//! and decode attention alone, and the step replayed from a CUDA graph. Means over `--reps`
+//! repetitions.
 
 use crate::{arg, load};
 use candle_core::Tensor;
@@ -143,7 +144,7 @@ pub fn run(args: &[String]) -> Res<()> {
         let (ms, _) = timed(reps, &dev, || {
             for _ in &m.layers {
                 wattbench_engine::cuda::attention::decode_attention_unrolled(
-                    &q, &kc, &vc, &starts, 1.0, unroll,
+                    &q, &kc, &vc, &starts, None, 1.0, unroll,
                 )?;
             }
             Ok(())
@@ -156,10 +157,28 @@ pub fn run(args: &[String]) -> Res<()> {
             serde_json::json!({ "ms": ms, "gb_per_s": kv_bytes as f64 / ms / 1e6 }),
         );
     }
+    // The same step replayed from a CUDA graph (its own cache, long enough for every replay).
+    let graph_step = if m.kernels() {
+        let mut gcache = KvCache::new(m, b, at + reps + 4)?;
+        let first = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), b, &dev)?;
+        let g = wattbench_engine::cuda::graph::DecodeGraph::capture(
+            m,
+            &sampler,
+            &mut gcache,
+            &first,
+            &pads,
+            at,
+        )?;
+        let (ms, host) = timed(reps, &dev, || Ok(g.replay()?))?;
+        serde_json::json!({ "ms": ms, "host_ms": host })
+    } else {
+        serde_json::Value::Null
+    };
     println!(
         "{}",
         serde_json::json!({
             "profile": name,
+            "graph_step": graph_step,
             "kernels": m.kernels(),
             "batch": b,
             "cache_column": at,

@@ -1,4 +1,5 @@
-// Decode attention: one block per (sequence, query head), online softmax over the cached keys.
+// Decode attention: one block per (sequence, query head), online softmax over the cached keys
+// (columns below `len`, or up to and including `*col` when `col` is given).
 // Each warp takes UNROLL keys at a time, so that many rows of K and V are in flight per warp; each
 // lane holds PER = HEAD_DIM / 32 dimensions and loads them as one vector.
 #define WARPS 4
@@ -24,8 +25,11 @@ __device__ __forceinline__ void load_row(const bf16_t* __restrict__ p, float* ou
 extern "C" __global__ void decode_attention(
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     bf16_t* __restrict__ y, const unsigned int* __restrict__ start,
-    int nh, int nkv, long long k_batch, long long k_head, int len, float scale)
+    const unsigned int* __restrict__ col, int nh, int nkv, long long k_batch, long long k_head,
+    int len, float scale)
 {
+    // A step replayed from a CUDA graph reads its cache column from the device: keys 0..col.
+    if (col) len = min(len, (int)col[0] + 1);
     const int h = blockIdx.x, b = blockIdx.y;
     const int kvh = h / (nh / nkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

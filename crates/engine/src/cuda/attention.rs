@@ -26,6 +26,9 @@ pub fn supported(q: &Tensor, head_dim: usize) -> bool {
 struct DecodeAttention<'a> {
     /// First visible key column of each sequence (its left padding), u32 `[B]` on the device.
     start: &'a Tensor,
+    /// The step's cache column on the device (u32 `[1]`), when the caches are given whole and
+    /// the keys to read end there (a step replayed from a CUDA graph).
+    col: Option<&'a Tensor>,
     scale: f32,
     /// Keys each warp takes at a time.
     unroll: u32,
@@ -99,6 +102,10 @@ impl CustomOp3 for DecodeAttention<'_> {
             block_dim: (32 * WARPS, 1, 1),
             shared_mem_bytes: 0,
         };
+        let col = match self.col {
+            Some(c) => super::address::<u32>(c)?,
+            None => 0u64,
+        };
         with_slice::<u32, _>(self.start, |start, _| {
             let stream = dev.cuda_stream();
             let mut builder = stream.launch_builder(&func);
@@ -108,6 +115,7 @@ impl CustomOp3 for DecodeAttention<'_> {
                 .arg(&v)
                 .arg(&mut y)
                 .arg(start)
+                .arg(&col)
                 .arg(&nh_i)
                 .arg(&nkv_i)
                 .arg(&k_batch)
@@ -129,16 +137,18 @@ impl CustomOp3 for DecodeAttention<'_> {
 pub const UNROLL: u32 = 2;
 
 /// Attention of one query per sequence, `q [B, nh, 1, hd]`, over cache views `k`, `v`
-/// `[B, nkv, len, hd]`; sequence `b` sees keys from `start[b]` (u32 `[B]` on the device). Returns
-/// `[B, nh, 1, hd]`.
+/// `[B, nkv, len, hd]`; sequence `b` sees keys from `start[b]` (u32 `[B]` on the device) up to
+/// the view's end, or up to and including column `col[0]` (u32 `[1]` on the device) when `col`
+/// is given. Returns `[B, nh, 1, hd]`.
 pub fn decode_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     start: &Tensor,
+    col: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
-    decode_attention_unrolled(q, k, v, start, scale, UNROLL)
+    decode_attention_unrolled(q, k, v, start, col, scale, UNROLL)
 }
 
 /// [`decode_attention`] with `unroll` keys per warp at a time (1 to 16), for tuning.
@@ -147,9 +157,13 @@ pub fn decode_attention_unrolled(
     k: &Tensor,
     v: &Tensor,
     start: &Tensor,
+    col: Option<&Tensor>,
     scale: f32,
     unroll: u32,
 ) -> Result<Tensor> {
+    if col.is_some_and(|c| c.dims() != [1] || c.dtype() != candle_core::DType::U32) {
+        candle_core::bail!("decode attention: col must be u32 [1], got {col:?}");
+    }
     if start.dims() != [q.dim(0)?] || start.dtype() != candle_core::DType::U32 {
         candle_core::bail!("decode attention: start must be u32 [batch], got {start:?}");
     }
@@ -161,6 +175,7 @@ pub fn decode_attention_unrolled(
         v,
         &DecodeAttention {
             start,
+            col,
             scale,
             unroll,
         },

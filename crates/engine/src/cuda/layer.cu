@@ -40,17 +40,20 @@ extern "C" __global__ void silu_mul(const bf16_t* __restrict__ y, bf16_t* __rest
 
 // Splits the fused projection y [B*T, (nh + 2 nkv) * hd] into heads: rotates queries and keys by
 // their positions (tables cos/sin [context, hd/2]), writes queries to q [B, nh, T, hd] and keys and
-// values into the caches [B, nkv, capacity, hd] at column offset + t. Grid (nh + 2 nkv, B*T),
-// hd/2 threads, one per rotated pair.
+// values into the caches [B, nkv, capacity, hd] at column offset + t (offset = *col when `col` is
+// given: a step replayed from a CUDA graph). Grid (nh + 2 nkv, B*T), hd/2 threads, one per
+// rotated pair.
 extern "C" __global__ void qkv_rope_cache(
     const bf16_t* __restrict__ y, const bf16_t* __restrict__ cos_t,
     const bf16_t* __restrict__ sin_t, const unsigned int* __restrict__ pos,
     bf16_t* __restrict__ q, bf16_t* __restrict__ kc, bf16_t* __restrict__ vc,
-    int T, int nh, int nkv, int hd, long long c_batch, long long c_head, int offset,
-    int interleaved)
+    const unsigned int* __restrict__ col_p, int T, int nh, int nkv, int hd, long long c_batch,
+    long long c_head, int offset, int interleaved)
 {
     const int slot = blockIdx.x, row = blockIdx.y, i = threadIdx.x, half = hd / 2;
     const int b = row / T, t = row % T;
+    if (col_p) offset = (int)col_p[0];
+    if ((long long)(offset + T) * hd > c_head) return;  // past the cache: never written
     const bf16_t* src = y + (long long)row * (nh + 2 * nkv) * hd + (long long)slot * hd;
     const long long col = (long long)(offset + t) * hd;
     if (slot >= nh + nkv) {
@@ -67,4 +70,18 @@ extern "C" __global__ void qkv_rope_cache(
                             : kc + b * c_batch + (long long)(slot - nh) * c_head + col;
     dst[a] = f2bf(x0 * c - x1 * s);
     dst[z] = f2bf(x0 * s + x1 * c);
+}
+
+// Moves a step replayed from a CUDA graph on by one cache column: the column itself, every
+// sequence's rotary position `pos [b]` and, when given, the sampling step.
+extern "C" __global__ void next_column(unsigned int* __restrict__ col,
+                                       unsigned int* __restrict__ pos, int b,
+                                       unsigned long long* __restrict__ step)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < b) pos[i] += 1;
+    if (i == 0) {
+        col[0] += 1;
+        if (step) step[0] += 1;
+    }
 }

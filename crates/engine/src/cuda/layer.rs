@@ -6,10 +6,12 @@
 use super::{driver, function, with_slice};
 use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
 };
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use half::bf16;
+
+use crate::model::Column;
 
 const SOURCE: &str = include_str!("layer.cu");
 const MODULE: &str = "wattbench_layer";
@@ -156,10 +158,10 @@ pub struct QkvSplit<'a> {
     pub sin: &'a Tensor,
     /// Rotary position of every token, u32 `[B, T]`.
     pub positions: &'a Tensor,
-    /// The layer's caches `[B, nkv, capacity, head_dim]`, written at columns `offset..offset + T`.
+    /// The layer's caches `[B, nkv, capacity, head_dim]`, written at columns from `column` on.
     pub k_cache: &'a Tensor,
     pub v_cache: &'a Tensor,
-    pub offset: usize,
+    pub column: Column<'a>,
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -185,17 +187,20 @@ impl CustomOp1 for QkvSplit<'_> {
             && self.positions.dtype() == DType::U32
             && (cb, cnkv, chd) == (b, nkv, hd)
             && self.v_cache.shape() == self.k_cache.shape()
-            && self.offset + t <= cap
+            && match self.column {
+                Column::Host(o) => o + t <= cap,
+                Column::Device(c) => c.dims() == [1] && c.dtype() == DType::U32,
+            }
             && self.cos.dims() == [self.cos.dim(0)?, hd / 2]
             && hd.is_multiple_of(2)
             && hd / 2 <= 1024;
         if !fits {
             candle_core::bail!(
-                "qkv split: projection {:?}, positions {:?} and cache {:?} at column {} do not fit",
+                "qkv split: projection {:?}, positions {:?} and cache {:?} at column {:?} do not fit",
                 yl.shape(),
                 self.positions.shape(),
                 self.k_cache.shape(),
-                self.offset
+                self.column
             );
         }
         let dev = ys.device.clone();
@@ -205,7 +210,11 @@ impl CustomOp1 for QkvSplit<'_> {
         let mut q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
         let ints = [t as i32, nh as i32, nkv as i32, hd as i32];
         let (c_head, c_batch) = ((cap * hd) as i64, (nkv * cap * hd) as i64);
-        let (offset, interleaved) = (self.offset as i32, self.interleaved as i32);
+        let (offset, col) = match self.column {
+            Column::Host(o) => (o as i32, 0u64),
+            Column::Device(c) => (0, super::address::<u32>(c)?),
+        };
+        let interleaved = self.interleaved as i32;
         let cfg = LaunchConfig {
             grid_dim: ((nh + 2 * nkv) as u32, (b * t) as u32, 1),
             block_dim: ((hd / 2) as u32, 1, 1),
@@ -221,7 +230,7 @@ impl CustomOp1 for QkvSplit<'_> {
                             l.arg(&y).arg(cos).arg(sin).arg(pos).arg(&mut q);
                             // The caches are written through their device pointers: the engine
                             // runs on one stream and holds no other view of these columns.
-                            l.arg(kc).arg(vc);
+                            l.arg(kc).arg(vc).arg(&col);
                             for i in &ints {
                                 l.arg(i);
                             }
@@ -245,4 +254,43 @@ impl CustomOp1 for QkvSplit<'_> {
 /// `[B, nh, T, hd]` and writes the rotated keys and the values into the caches.
 pub fn qkv_split(y: &Tensor, split: &QkvSplit<'_>) -> Result<Tensor> {
     y.apply_op1_no_bwd(split)
+}
+
+/// Loads the kernel of [`next_column`] on `dev` (module loading has no place in a graph capture).
+pub fn load_next_column(dev: &candle_core::cuda::CudaDevice) -> Result<()> {
+    function(dev, MODULE, SOURCE, &[], "next_column").map(|_| ())
+}
+
+/// Moves a step replayed from a CUDA graph on by one column: `col` (u32 `[1]`), the rotary
+/// positions `pos` (u32 `[B, 1]`) and, when given, the sampling step `step` (i64 `[1]`), all on
+/// the device and changed in place.
+pub fn next_column(col: &Tensor, pos: &Tensor, step: Option<&Tensor>) -> Result<()> {
+    let b = pos.elem_count();
+    if col.dims() != [1] || col.dtype() != DType::U32 || pos.dtype() != DType::U32 {
+        candle_core::bail!("next_column: col {col:?} and positions {pos:?} must be u32");
+    }
+    if step.is_some_and(|s| s.dims() != [1] || s.dtype() != DType::I64) {
+        candle_core::bail!("next_column: step {step:?} must be i64 [1]");
+    }
+    let step = match step {
+        Some(s) => super::address::<i64>(s)?,
+        None => 0u64,
+    };
+    let (col, pos_p) = (super::address::<u32>(col)?, super::address::<u32>(pos)?);
+    let Device::Cuda(dev) = pos.device() else {
+        candle_core::bail!("next_column runs on CUDA only");
+    };
+    let func = function(dev, MODULE, SOURCE, &[], "next_column")?;
+    let b_i = b as i32;
+    let cfg = LaunchConfig {
+        grid_dim: (b.div_ceil(256).max(1) as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let stream = dev.cuda_stream();
+    let mut l = stream.launch_builder(&func);
+    l.arg(&col).arg(&pos_p).arg(&b_i).arg(&step);
+    // SAFETY: the arguments match the kernel; it touches col[0], step[0] and pos[0..b].
+    driver(unsafe { l.launch(cfg) })?;
+    Ok(())
 }

@@ -2,16 +2,21 @@
 //! process (no CUDA toolkit is needed where the binary runs, only the driver and NVRTC):
 //! decode attention ([`attention`]), the element-wise work of a layer fused around its matrix
 //! products ([`layer`]), temperature/top-p sampling in one kernel ([`sample`]), and the copy of
-//! sampled tokens to the host behind the GPU's work ([`tokens`]).
+//! sampled tokens to the host behind the GPU's work ([`tokens`]). They serve bf16 models on
+//! CUDA; everything else runs on candle's own operations. Setting `WATTBENCH_KERNELS=candle` turns
+//! them all off, for comparisons. With them, decode steps are replayed from a CUDA graph
+//! ([`graph`]).
 //!
-//! They serve bf16 models on CUDA; everything else runs on candle's own operations. Setting
-//! `WATTBENCH_KERNELS=candle` turns them all off, for comparisons.
+//! Synthetic weights of every dtype are computed on the GPU that holds them ([`synth`]), whatever
+//! `WATTBENCH_KERNELS` says.
 
 pub mod attention;
+pub mod graph;
 pub mod layer;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 pub mod sample;
+pub mod synth;
 pub mod tokens;
 
 use candle_core::cuda::{CudaDevice, WrapErr};
@@ -101,6 +106,19 @@ pub(crate) fn with_slice<T: candle_core::cuda::CudaDType, R>(
     }
     let view = s.as_cuda_slice::<T>()?.slice(layout.start_offset()..);
     f(&view, &s.device)
+}
+
+/// The device address of `t`'s first element (`t` contiguous, on CUDA), for kernel arguments
+/// that may be null; the caller keeps `t` alive until the kernel is queued.
+pub(crate) fn address<T: candle_core::cuda::CudaDType + cudarc::driver::DeviceRepr>(
+    t: &Tensor,
+) -> Result<u64> {
+    use cudarc::driver::DevicePtr;
+    with_slice::<T, _>(t, |view, dev| {
+        let stream = dev.cuda_stream();
+        let (ptr, _sync) = view.device_ptr(&stream);
+        Ok(ptr)
+    })
 }
 
 /// A driver error as a candle error.

@@ -15,8 +15,10 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
 
 extern "C" __global__ void sample_top_p(
     const float* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,
-    float top_p, unsigned long long seed, unsigned long long step)
+    float top_p, unsigned long long seed, unsigned long long step,
+    const unsigned long long* __restrict__ step_p)
 {
+    if (step_p) step = step_p[0];  // a step replayed from a CUDA graph
     __shared__ float red[32];
     __shared__ float best_v[32];
     __shared__ int best_i[32];

@@ -11,6 +11,9 @@ struct Sample {
     top_p: f64,
     seed: u64,
     step: u64,
+    /// The step on the device (i64 `[1]`), read by the kernel instead of `step` (a step
+    /// replayed from a CUDA graph).
+    step_on_device: u64,
 }
 
 impl CustomOp1 for Sample {
@@ -46,7 +49,8 @@ impl CustomOp1 for Sample {
             .arg(&inv_t)
             .arg(&p)
             .arg(&self.seed)
-            .arg(&self.step);
+            .arg(&self.step)
+            .arg(&self.step_on_device);
         // SAFETY: the arguments match the kernel; one block per row of `v` logits.
         driver(unsafe { a.launch(cfg) })?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(b)))
@@ -54,14 +58,25 @@ impl CustomOp1 for Sample {
 }
 
 /// One token per row of `logits [B, V]` (f32, CUDA), as u32 `[B]` on the device: `step` and
-/// `seed` pick the noise, so the same (seed, step, logits) give the same tokens.
+/// `seed` pick the noise, so the same (seed, step, logits) give the same tokens. `step_on_device`
+/// (i64 `[1]`), when given, replaces `step` with the value it holds when the kernel runs.
 pub fn sample(
     logits: &Tensor,
     temperature: f64,
     top_p: f64,
     seed: u64,
     step: u64,
+    step_on_device: Option<&Tensor>,
 ) -> Result<Tensor> {
+    if step_on_device.is_some_and(|s| s.dims() != [1] || s.dtype() != DType::I64) {
+        candle_core::bail!(
+            "sampling: the step on the device must be i64 [1], got {step_on_device:?}"
+        );
+    }
+    let step_on_device = match step_on_device {
+        Some(s) => super::address::<i64>(s)?,
+        None => 0,
+    };
     let (_, v) = logits.dims2()?;
     if logits.dtype() != DType::F32 || v == 0 || v > i32::MAX as usize {
         candle_core::bail!("sampling expects f32 logits [batch, vocab], got {logits:?}");
@@ -71,5 +86,6 @@ pub fn sample(
         top_p,
         seed,
         step,
+        step_on_device,
     })
 }
