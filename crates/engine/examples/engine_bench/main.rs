@@ -13,6 +13,8 @@
 //!
 //! `--mode graphs`: decode steps replayed from a CUDA graph against eager ones (same tokens, time).
 //!
+//! `--mode allreduce --gpus N`: the time of one decode step's all-reduce over N GPUs (NCCL).
+//!
 //! `--mode bandwidth`: how fast the GPU reads its memory (the ceiling of memory-bound kernels).
 //!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
@@ -24,6 +26,8 @@
 //! cargo run --release --features cuda -p wattbench-engine --example engine_bench -- \
 //!     --model synthetic:llama-7b --device cuda --batch 64,256
 
+#[cfg(feature = "nccl")]
+mod allreduce;
 #[cfg(feature = "cuda")]
 mod bandwidth;
 #[cfg(feature = "cuda")]
@@ -52,6 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match arg(&args, "--mode", "throughput").as_str() {
         "greedy" => greedy(&args),
+        #[cfg(feature = "nccl")]
+        "allreduce" => allreduce::run(&args),
         #[cfg(feature = "cuda")]
         "bandwidth" => bandwidth::run(&args),
         #[cfg(feature = "cuda")]
