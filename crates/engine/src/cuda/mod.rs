@@ -15,6 +15,8 @@ pub mod graph;
 pub mod layer;
 #[cfg(feature = "nccl")]
 pub mod nccl;
+#[cfg(feature = "nccl")]
+pub mod peer_sum;
 pub mod sample;
 pub mod synth;
 pub mod tokens;
