@@ -1,8 +1,8 @@
-//! `--mode allreduce --gpus N`: the all-reduce of a decode step over N GPUs, through NCCL and
-//! through peer memory: `[--batch, hidden]` bf16 values (what each attention output and MLP sums
-//! per step) for the hidden sizes of the 7B, 13B and 65B shapes. Checks that the peer sums agree
-//! with NCCL's and are the same on every rank, then times `--reps` all-reduces queued back to
-//! back on every GPU after a warm-up (GPU time per all-reduce, per rank).
+//! `--mode allreduce --gpus N`: the all-reduce of a decode step over N GPUs through NCCL:
+//! `[--batch, hidden]` bf16 values (what each attention output and MLP sums per step) for the
+//! hidden sizes of the 7B, 13B and 65B shapes. Checks that every rank gets the same sums, then
+//! times `--reps` all-reduces queued back to back on every GPU after a warm-up (GPU time per
+//! all-reduce, per rank).
 
 use crate::arg;
 use candle_core::{DType, Tensor};
@@ -43,9 +43,8 @@ fn measure(args: &[String]) -> Res<()> {
     let reps: usize = arg(args, "--reps", "200").parse()?;
     let devices = wattbench_engine::device::cuda_devices(&(0..gpus).collect::<Vec<_>>())?;
     let group: std::sync::Arc<NcclGroup> = NcclGroup::new(&devices)?;
-    let peer_available = group.peer_sums();
     for hidden in [4096usize, 5120, 8192] {
-        // Values of every rank differ and are fixed, so both ways sum the same inputs.
+        // Values of every rank differ and are fixed.
         let input = |rank: usize, d: &candle_core::Device| -> Res<Tensor> {
             let mut rng = wattbench_workload::sample::SplitMix64::new(rank as u64 + 1);
             let v: Vec<f32> = (0..batch * hidden)
@@ -53,71 +52,33 @@ fn measure(args: &[String]) -> Res<()> {
                 .collect();
             Ok(Tensor::from_vec(v, (batch, hidden), d)?.to_dtype(DType::BF16)?)
         };
-        let values = |t: &Tensor| -> Res<Vec<f32>> {
-            Ok(t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
-        };
-        // The same inputs summed both ways (the way is switched between passes, never while a
-        // rank may be summing).
-        group.use_peer_sums(false);
-        let nccl = on_every_rank(&devices, |rank, d| {
-            values(&group.sum(rank, &input(rank, d)?)?)
+        let sums = on_every_rank(&devices, |rank, d| {
+            let s = group.sum(rank, &input(rank, d)?)?;
+            Ok(s.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
         })?;
-        let mut sums: Vec<(Vec<f32>, Option<Vec<f32>>)> =
-            nccl.into_iter().map(|n| (n, None)).collect();
-        if peer_available {
-            group.use_peer_sums(true);
-            let peer = on_every_rank(&devices, |rank, d| {
-                values(&group.sum(rank, &input(rank, d)?)?)
-            })?;
-            for (s, p) in sums.iter_mut().zip(peer) {
-                s.1 = Some(p);
+        let same_on_every_rank = sums.iter().all(|s| s == &sums[0]);
+        let us = on_every_rank(&devices, |rank, d| {
+            let candle_core::Device::Cuda(cd) = d else {
+                return Err("not a CUDA device".into());
+            };
+            let x = input(rank, d)?;
+            for _ in 0..10 {
+                group.sum(rank, &x)?;
             }
-        }
-        let check = if peer_available {
-            let first = sums[0].1.as_ref().expect("peer sums were made");
-            let same_on_every_rank = sums.iter().all(|s| s.1.as_ref() == Some(first));
-            let largest_difference = sums
-                .iter()
-                .flat_map(|(n, p)| n.iter().zip(p.as_deref().unwrap_or(&[])))
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            let largest_value = first.iter().map(|v| v.abs()).fold(0f32, f32::max);
-            serde_json::json!({ "same_on_every_rank": same_on_every_rank,
-                "largest_difference_from_nccl": largest_difference, "largest_value": largest_value })
-        } else {
-            serde_json::Value::Null
-        };
-        let mut timings = serde_json::Map::new();
-        for (name, peer) in [("nccl", false), ("peer", true)] {
-            if peer && !peer_available {
-                continue;
+            let stream = cd.cuda_stream();
+            let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
+            let a = stream.record_event(flags)?;
+            for _ in 0..reps {
+                group.sum(rank, &x)?;
             }
-            group.use_peer_sums(peer);
-            let us = on_every_rank(&devices, |rank, d| {
-                let candle_core::Device::Cuda(cd) = d else {
-                    return Err("not a CUDA device".into());
-                };
-                let x = input(rank, d)?;
-                for _ in 0..10 {
-                    group.sum(rank, &x)?;
-                }
-                let stream = cd.cuda_stream();
-                let flags = Some(CUevent_flags::CU_EVENT_DEFAULT);
-                let a = stream.record_event(flags)?;
-                for _ in 0..reps {
-                    group.sum(rank, &x)?;
-                }
-                let b = stream.record_event(flags)?;
-                Ok(a.elapsed_ms(&b)? as f64 * 1e3 / reps as f64)
-            })?;
-            timings.insert(name.into(), serde_json::json!(us));
-        }
-        group.use_peer_sums(peer_available);
+            let b = stream.record_event(flags)?;
+            Ok(a.elapsed_ms(&b)? as f64 * 1e3 / reps as f64)
+        })?;
         println!(
             "{}",
             serde_json::json!({ "allreduce": { "gpus": gpus, "rows": batch, "hidden": hidden,
-                "bytes": batch * hidden * 2, "peer_available": peer_available,
-                "check": check, "mean_us_per_rank": timings } })
+                "bytes": batch * hidden * 2, "same_on_every_rank": same_on_every_rank,
+                "mean_us_per_rank": us } })
         );
     }
     Ok(())

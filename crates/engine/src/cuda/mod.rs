@@ -15,8 +15,6 @@ pub mod graph;
 pub mod layer;
 #[cfg(feature = "nccl")]
 pub mod nccl;
-#[cfg(feature = "nccl")]
-pub mod peer_sum;
 pub mod sample;
 pub mod synth;
 pub mod tokens;

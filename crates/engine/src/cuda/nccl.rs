@@ -2,7 +2,6 @@
 //! communicator per GPU, made together (`ncclCommInitAll`), each used by its shard's thread on
 //! that thread's stream of the GPU.
 
-use super::peer_sum::PeerSum;
 use crate::parallel::AllReduce;
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -10,7 +9,6 @@ use candle_core::{
 };
 use cudarc::nccl::safe::{Comm, ReduceOp};
 use half::bf16;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 struct CommCell(Comm);
@@ -23,10 +21,6 @@ pub struct NcclGroup {
     /// None once the group is aborted (the communicator dropped, which aborts it).
     comms: Vec<Mutex<Option<CommCell>>>,
     aborted: Mutex<Option<(usize, String)>>,
-    /// Small bf16 sums (a decode step's) through peer memory instead of NCCL, where every pair
-    /// of GPUs has peer access.
-    peer: Option<PeerSum>,
-    peer_on: AtomicBool,
 }
 
 impl NcclGroup {
@@ -45,28 +39,13 @@ impl NcclGroup {
                 devices.len()
             ))
         })?;
-        let peer = PeerSum::new(devices)?;
         Ok(Arc::new(NcclGroup {
             comms: comms
                 .into_iter()
                 .map(|c| Mutex::new(Some(CommCell(c))))
                 .collect(),
             aborted: Mutex::new(None),
-            peer_on: AtomicBool::new(peer.is_some()),
-            peer,
         }))
-    }
-
-    /// Whether small bf16 sums go through peer memory (see [`PeerSum`]).
-    pub fn peer_sums(&self) -> bool {
-        self.peer.is_some() && self.peer_on.load(Ordering::Relaxed)
-    }
-
-    /// Sends every sum through NCCL (`false`) or small ones through peer memory where it is
-    /// available (`true`), to compare the two in one process. Only between batches: every rank
-    /// must take the same way for the same call.
-    pub fn use_peer_sums(&self, on: bool) {
-        self.peer_on.store(on, Ordering::Relaxed);
     }
 }
 
@@ -127,15 +106,7 @@ impl AllReduce for NcclGroup {
     fn sum(&self, rank: usize, t: &Tensor) -> Result<Tensor> {
         let cell = self.comms[rank].lock().unwrap_or_else(|e| e.into_inner());
         match cell.as_ref() {
-            Some(c) => {
-                let t = t.contiguous()?;
-                if let (Some(peer), true) = (&self.peer, self.peer_on.load(Ordering::Relaxed)) {
-                    if let Some(sum) = peer.sum(rank, &t)? {
-                        return Ok(sum);
-                    }
-                }
-                t.apply_op1_no_bwd(&Sum { comm: &c.0 })
-            }
+            Some(c) => t.contiguous()?.apply_op1_no_bwd(&Sum { comm: &c.0 }),
             None => {
                 let why = self.aborted.lock().unwrap_or_else(|e| e.into_inner());
                 let (r, reason) = why.clone().unwrap_or((rank, "aborted".into()));
