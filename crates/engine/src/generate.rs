@@ -367,8 +367,9 @@ enum Graph {
 }
 
 impl Graph {
-    /// A captured decode step where it applies (CUDA with the engine's kernels, graphs on, at
-    /// least two steps to run); otherwise, or if the capture fails, none.
+    /// A captured decode step where it applies (CUDA with the engine's kernels, a head dimension
+    /// the fused attention serves, graphs on, at least two steps to run); otherwise, or if the
+    /// capture fails, none.
     fn new(
         m: &Llama,
         sampler: &Sampler,
@@ -379,7 +380,11 @@ impl Graph {
         steps: usize,
     ) -> Graph {
         #[cfg(feature = "cuda")]
-        if m.kernels() && crate::cuda::graph::enabled() && steps >= 2 {
+        if m.kernels()
+            && matches!(m.cfg.head_dim(), 64 | 128)
+            && crate::cuda::graph::enabled()
+            && steps >= 2
+        {
             match crate::cuda::graph::DecodeGraph::capture(m, sampler, cache, first, pads, column) {
                 Ok(g) => return Graph::Cuda(g),
                 Err(e) => eprintln!(

@@ -2,7 +2,7 @@
 //! be measured without downloading a checkpoint.
 //!
 //! Every weight is a function of `(seed, tensor number, element index)` alone: tensor `t` is cut
-//! into chunks of `CHUNK` elements, chunk `c` is a SplitMix64 stream seeded with
+//! into chunks of 2^20 elements, chunk `c` is a SplitMix64 stream seeded with
 //! `seed ^ t * 0x9E3779B97F4A7C15 ^ c << 20`, and element `k` of a chunk is that stream's
 //! `k`-th output — which SplitMix64 reaches in one step (its state after `k + 1` outputs is
 //! `start + (k + 1) * 0x9E3779B97F4A7C15`). The value is uniform with the standard deviation of

@@ -4,14 +4,13 @@
 //! with one kernel; arithmetic is in f32 with one rounding to bf16 per output.
 
 use super::{driver, function, with_slice};
+use crate::model::Column;
 use candle_core::backend::BackendStorage;
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, Result, Shape, Tensor,
 };
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use half::bf16;
-
-use crate::model::Column;
 
 const SOURCE: &str = include_str!("layer.cu");
 const MODULE: &str = "wattbench_layer";
