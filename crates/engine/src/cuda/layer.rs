@@ -1,7 +1,8 @@
 //! The element-wise work of a layer, fused: residual addition with RMSNorm, SiLU with the up
 //! projection, and the split of the fused QKV projection into rotated query heads and the key and
 //! value caches. Each replaces two to seven candle operations (and their intermediate tensors)
-//! with one kernel; arithmetic is in f32 with one rounding to bf16 per output.
+//! with one kernel; arithmetic is in f32 with one rounding to bf16 per output. And the move of a
+//! decode step replayed from a CUDA graph to its next cache column ([`next_column`]).
 
 use super::{driver, function, with_slice};
 use crate::model::Column;
