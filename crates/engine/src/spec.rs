@@ -140,36 +140,9 @@ impl LoadedModel {
         devices: &[Device],
         group: std::sync::Arc<dyn crate::parallel::AllReduce>,
     ) -> Result<LoadedModel, EngineError> {
-        let world = devices.len();
         // Each shard is cut and copied to its GPU by its own thread.
         let model = &self.model;
-        let results: Vec<Result<Llama, EngineError>> = std::thread::scope(|s| {
-            let handles: Vec<_> = devices
-                .iter()
-                .enumerate()
-                .map(|(rank, d)| {
-                    let group = group.clone();
-                    s.spawn(move || {
-                        let shard = crate::parallel::Shard { rank, world, group };
-                        let m = model.shard(shard, d)?;
-                        d.synchronize()?;
-                        Ok(m)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(EngineError::Shard {
-                            world,
-                            message: "a thread copying a shard panicked".into(),
-                        })
-                    })
-                })
-                .collect()
-        });
-        let mut shards = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+        let mut shards = shards_on(devices, group, |shard, d| model.shard(shard, d))?;
         let model = shards.remove(0);
         Ok(LoadedModel {
             name: self.name,
@@ -198,16 +171,36 @@ pub fn load_split(
         return whole.split(devices, group);
     };
     let cfg = synthetic_config(spec)?;
+    let mut shards = shards_on(devices, group, |shard, d| {
+        crate::synthetic::synthetic_shard(&cfg, seed, dtype, d, shard)
+    })?;
+    let model = shards.remove(0);
+    Ok(LoadedModel {
+        name: name.to_string(),
+        model,
+        shards,
+        tokenizer: None,
+        synthetic: true,
+    })
+}
+
+/// One shard per device, rank by rank, each made by `make` on its own thread and ready on its
+/// device when this returns.
+fn shards_on(
+    devices: &[Device],
+    group: std::sync::Arc<dyn crate::parallel::AllReduce>,
+    make: impl Fn(crate::parallel::Shard, &Device) -> Result<Llama, EngineError> + Sync,
+) -> Result<Vec<Llama>, EngineError> {
     let world = devices.len();
+    let make = &make;
     let results: Vec<Result<Llama, EngineError>> = std::thread::scope(|s| {
         let handles: Vec<_> = devices
             .iter()
             .enumerate()
             .map(|(rank, d)| {
-                let (group, cfg) = (group.clone(), &cfg);
+                let group = group.clone();
                 s.spawn(move || {
-                    let shard = crate::parallel::Shard { rank, world, group };
-                    let m = crate::synthetic::synthetic_shard(cfg, seed, dtype, d, shard)?;
+                    let m = make(crate::parallel::Shard { rank, world, group }, d)?;
                     d.synchronize()?;
                     Ok(m)
                 })
@@ -225,15 +218,7 @@ pub fn load_split(
             })
             .collect()
     });
-    let mut shards = results.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let model = shards.remove(0);
-    Ok(LoadedModel {
-        name: name.to_string(),
-        model,
-        shards,
-        tokenizer: None,
-        synthetic: true,
-    })
+    results.into_iter().collect()
 }
 
 /// The shape of a synthetic spec: its preset or its `config.json`.
