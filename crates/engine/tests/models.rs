@@ -184,3 +184,32 @@ fn bad_models_and_prompts_are_explained() {
         .to_string();
     assert!(e.contains("9999") && e.contains("vocabulary"), "{e}");
 }
+
+/// A decode step whose cache column lives on the device is for CUDA graphs: on the CPU (no
+/// engine kernels) it is refused with the reason, and the sampler's step count, which such steps
+/// advance, moves only for sampled decoding.
+#[test]
+fn a_decode_step_at_a_device_column_needs_the_cuda_kernels() {
+    use candle_core::Tensor;
+    use wattbench_engine::model::KvCache;
+    let m = load("synthetic:tiny").unwrap();
+    let model = &m.model;
+    let mut cache = KvCache::new(model, 2, 8).unwrap();
+    let tokens = Tensor::new(&[[1u32], [2]], &Device::Cpu).unwrap();
+    let positions = Tensor::new(&[[3u32], [3]], &Device::Cpu).unwrap();
+    let starts = Tensor::new(&[0u32, 0], &Device::Cpu).unwrap();
+    let col = Tensor::new(&[3u32], &Device::Cpu).unwrap();
+    let err = model
+        .decode_at(&tokens, &positions, &starts, &mut cache, &col)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("needs the engine's CUDA kernels"), "{err}");
+
+    let mut sampled = sampling::Sampler::new(0.8, 0.95, 1, &Device::Cpu).unwrap();
+    assert_eq!(sampled.next_step(), 1);
+    sampled.skip(3);
+    assert_eq!(sampled.next_step(), 4);
+    let mut greedy = sampling::Sampler::new(0.0, 1.0, 1, &Device::Cpu).unwrap();
+    greedy.skip(3);
+    assert_eq!(greedy.next_step(), 1);
+}
