@@ -445,9 +445,9 @@ impl Llama {
         cache: &mut KvCache,
         offset: usize,
     ) -> Result<Tensor> {
-        let (b, t) = tokens.dims2()?;
-        // The fused decode attention skips each sequence's padding instead of masking it.
-        let starts = if self.kernels && t == 1 {
+        let b = tokens.dim(0)?;
+        // The fused attention kernels skip each sequence's padding instead of masking it.
+        let starts = if self.kernels {
             let s: Vec<u32> = pads.iter().map(|&p| p as u32).collect();
             Some(Tensor::from_vec(s, b, &self.device)?)
         } else {
@@ -524,12 +524,27 @@ impl Llama {
             // Views of the filled part of the cache: matrix products read them in place.
             let kc = cache.k[i].narrow(2, 0, len)?;
             let vc = cache.v[i].narrow(2, 0, len)?;
-            let y = match starts {
+            let y = match (starts, column) {
                 #[cfg(feature = "cuda")]
-                Some(starts) if crate::cuda::attention::supported(&q, hd) => {
+                (Some(starts), _) if t == 1 && crate::cuda::attention::supported(&q, hd) => {
                     let s = if prescaled { 1.0 } else { scale as f32 };
                     crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, col, s)?
                         .reshape((b, t, nh * hd))?
+                }
+                #[cfg(feature = "cuda")]
+                (Some(starts), Column::Host(offset))
+                    if crate::cuda::attention::supported(&q, hd)
+                        && crate::cuda::attention::prefill_fused() =>
+                {
+                    let s = if prescaled { 1.0 } else { scale as f32 };
+                    crate::cuda::attention::prefill_attention(
+                        &q,
+                        &cache.k[i],
+                        &cache.v[i],
+                        starts,
+                        offset,
+                        s,
+                    )?
                 }
                 _ => {
                     let (Some(mask), None) = (&mask, col) else {

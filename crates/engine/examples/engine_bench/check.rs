@@ -11,6 +11,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub fn run(args: &[String]) -> Res<()> {
     let report = serde_json::json!({
         "attention": attention()?,
+        "prefill_attention": prefill_attention()?,
         "model": model(args)?,
         "sampling": sampling()?,
         "synthetic_weights": synthetic_weights()?,
@@ -107,6 +108,80 @@ fn attention() -> Res<Vec<serde_json::Value>> {
         report.push(serde_json::json!({
             "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "len": len,
             "max_abs_diff": diffs,
+        }));
+    }
+    Ok(report)
+}
+
+/// The prompt-attention kernel against attention computed on the host in f32 (causal, each
+/// sequence from its first real column, a padding query seeing only itself), on random bf16
+/// inputs with padding, grouped-query heads, prompt lengths that do not divide into the kernel's
+/// tiles, and a prompt that starts after cached columns.
+fn prefill_attention() -> Res<Vec<serde_json::Value>> {
+    let dev = Device::new_cuda(0)?;
+    let mut report = Vec::new();
+    for &(b, nh, nkv, hd, t, offset) in &[
+        (3usize, 8usize, 8usize, 128usize, 45usize, 0usize),
+        (4, 9, 3, 64, 70, 0),
+        (2, 4, 2, 128, 33, 17),
+    ] {
+        let cap = offset + t + 5;
+        let k = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
+        let v = Tensor::randn(0f32, 1.0, (b, nkv, cap, hd), &dev)?.to_dtype(DType::BF16)?;
+        let q = Tensor::randn(0f32, 1.0, (b, nh, t, hd), &dev)?.to_dtype(DType::BF16)?;
+        let start: Vec<usize> = (0..b).map(|i| (i * 11) % (offset + t / 2)).collect();
+        let start_t = Tensor::from_vec(start.iter().map(|&s| s as u32).collect(), b, &dev)?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let fused = wattbench_engine::cuda::attention::prefill_attention(
+            &q, &k, &v, &start_t, offset, scale,
+        )?;
+        let host = |x: &Tensor| -> Res<Vec<f32>> {
+            Ok(x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let (qv, kv, vv, fv) = (host(&q)?, host(&k)?, host(&v)?, host(&fused)?);
+        let mut worst = 0f32;
+        for (bi, &first) in start.iter().enumerate() {
+            for h in 0..nh {
+                let kvh = h / (nh / nkv);
+                let row = |x: &[f32], j: usize| {
+                    let at = ((bi * nkv + kvh) * cap + j) * hd;
+                    x[at..at + hd].to_vec()
+                };
+                for i in 0..t {
+                    let col = offset + i;
+                    let keys: Vec<usize> = if col < first {
+                        vec![col]
+                    } else {
+                        (first..=col).collect()
+                    };
+                    let qa = ((bi * nh + h) * t + i) * hd;
+                    let qr = &qv[qa..qa + hd];
+                    let scores: Vec<f32> = keys
+                        .iter()
+                        .map(|&j| {
+                            let kr = row(&kv, j);
+                            scale * qr.iter().zip(&kr).map(|(a, c)| a * c).sum::<f32>()
+                        })
+                        .collect();
+                    let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                    let ex: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
+                    let sum: f32 = ex.iter().sum();
+                    let mut out = vec![0f32; hd];
+                    for (&j, e) in keys.iter().zip(&ex) {
+                        for (o, x) in out.iter_mut().zip(row(&vv, j)) {
+                            *o += e / sum * x;
+                        }
+                    }
+                    let fa = ((bi * t + i) * nh + h) * hd;
+                    for (o, f) in out.iter().zip(&fv[fa..fa + hd]) {
+                        worst = worst.max((o - f).abs());
+                    }
+                }
+            }
+        }
+        report.push(serde_json::json!({
+            "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "prompt": t,
+            "offset": offset, "starts": start, "max_abs_diff": worst,
         }));
     }
     Ok(report)

@@ -35,6 +35,8 @@ mod check;
 #[cfg(feature = "cuda")]
 mod graphs;
 #[cfg(feature = "cuda")]
+mod prefill;
+#[cfg(feature = "cuda")]
 mod profile;
 
 use std::time::Instant;

@@ -3,8 +3,9 @@
 //! At batch `--batch` (64) and cache column `--at` (256, the middle of the peer workload), times
 //! (after a synchronize) the whole decode step, the forward pass alone, the host's share of it
 //! (time until `forward` returns, before the device finishes), sampling, and the matrix products
-//! and decode attention alone, and the step replayed from a CUDA graph. Means over `--reps`
-//! repetitions.
+//! and decode attention alone, and the step replayed from a CUDA graph; and a prefill of
+//! `--prompt-len` tokens per sequence, whole and in parts (matrix products, attention, the fused
+//! element-wise kernels), on random inputs. Means over `--reps` repetitions.
 
 use crate::{arg, load};
 use candle_core::Tensor;
@@ -12,9 +13,9 @@ use std::time::Instant;
 use wattbench_engine::model::{mask, positions, GateUp, KvCache, Linear, Qkv};
 use wattbench_engine::sampling::Sampler;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-fn timed(
+pub(crate) fn timed(
     reps: usize,
     dev: &candle_core::Device,
     mut f: impl FnMut() -> Res<()>,
@@ -59,6 +60,7 @@ pub fn run(args: &[String]) -> Res<()> {
         sampler.sample(&logits)?;
         Ok(())
     })?;
+    let prefill = crate::prefill::run(args, m, &mut cache, &mut sampler, reps.min(5))?;
     let hidden = m.cfg.hidden_size;
     let h = Tensor::zeros((b, 1, hidden), m.dtype, &dev)?;
     let a = Tensor::zeros((b, 1, m.cfg.intermediate_size), m.dtype, &dev)?;
@@ -188,6 +190,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "attention_ms": attention,
             "attention": attention_ms,
             "other_ms": fwd - matmuls - attention,
+            "prefill": prefill,
         })
     );
     Ok(())

@@ -101,3 +101,122 @@ extern "C" __global__ void decode_attention(
         for (int i = 0; i < PER; i++) yp[i] = f2bf(out[i] / S);
     }
 }
+
+// Attention over a prompt: T queries per sequence, at cache columns offset .. offset + T - 1, each
+// seeing the keys from its sequence's first real column start[b] up to its own column (causal); a
+// query in the padding (column < start[b]) sees only itself, as under the additive mask. One block
+// per (tile of PQ_TILE queries, query head, sequence); each of the PWARPS warps takes PQ queries.
+// Tiles of 32 keys and values go through shared memory; lane j scores key j of the tile for each of
+// its warp's queries, and the output dimensions are spread over the lanes as in decode_attention.
+// Online softmax in f32 (lane-local sums, warp-wide maxima). Writes y [B, T, nh, HEAD_DIM], the
+// layout the output projection reads.
+#define PQ 4
+#define PWARPS 8
+#define PQ_TILE (PQ * PWARPS)
+#define PKT 32
+#define KWORDS (HEAD_DIM / 2)
+#define KSTRIDE (KWORDS + 1)
+
+extern "C" __global__ void __launch_bounds__(PWARPS * 32) prefill_attention(
+    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    bf16_t* __restrict__ y, const unsigned int* __restrict__ start, int T, int nh, int nkv,
+    long long k_batch, long long k_head, int offset, float scale)
+{
+    __shared__ unsigned int ks[PKT * KSTRIDE];
+    __shared__ __align__(16) unsigned int vs[PKT * KWORDS];
+    __shared__ __align__(16) float qs[PQ_TILE * HEAD_DIM];
+    const int q0 = blockIdx.x * PQ_TILE, h = blockIdx.y, b = blockIdx.z;
+    const int kvh = h / (nh / nkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int st = (int)start[b];
+    const bf16_t* qb = q + ((long long)b * nh + h) * T * HEAD_DIM;
+    for (int e = threadIdx.x; e < PQ_TILE * HEAD_DIM; e += blockDim.x) {
+        const int qi = q0 + e / HEAD_DIM;
+        qs[e] = qi < T ? bf2f(qb[(long long)q0 * HEAD_DIM + e]) * scale : 0.f;
+    }
+    const bf16_t* kb = k + b * k_batch + kvh * k_head;
+    const bf16_t* vb = v + b * k_batch + kvh * k_head;
+    // The block's queries sit at columns offset + q0 .. last; padding queries need their own key.
+    const int last = offset + min(q0 + PQ_TILE, T) - 1;
+    const int first = min(st, offset + q0);
+    float m[PQ], l[PQ], acc[PQ][PER];
+    #pragma unroll
+    for (int p = 0; p < PQ; p++) {
+        m[p] = NEG_INF;
+        l[p] = 0.f;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) acc[p][i] = 0.f;
+    }
+    for (int k0 = first; k0 <= last; k0 += PKT) {
+        __syncthreads();
+        for (int e = threadIdx.x; e < PKT * KWORDS; e += blockDim.x) {
+            const int r = e / KWORDS, w = e % KWORDS, j = k0 + r;
+            unsigned int kw = 0, vw = 0;
+            if (j <= last) {
+                kw = reinterpret_cast<const unsigned int*>(kb + (long long)j * HEAD_DIM)[w];
+                vw = reinterpret_cast<const unsigned int*>(vb + (long long)j * HEAD_DIM)[w];
+            }
+            ks[r * KSTRIDE + w] = kw;
+            vs[r * KWORDS + w] = vw;
+        }
+        __syncthreads();
+        float sc[PQ];
+        #pragma unroll
+        for (int p = 0; p < PQ; p++) sc[p] = 0.f;
+        const float* qw = qs + warp * PQ * HEAD_DIM;
+        #pragma unroll 8
+        for (int w = 0; w < KWORDS; w++) {
+            const unsigned int kw = ks[lane * KSTRIDE + w];
+            const float ka = __uint_as_float(kw << 16), kz = __uint_as_float(kw & 0xffff0000u);
+            #pragma unroll
+            for (int p = 0; p < PQ; p++) {
+                const float2 qq = reinterpret_cast<const float2*>(qw + p * HEAD_DIM)[w];
+                sc[p] += qq.x * ka + qq.y * kz;
+            }
+        }
+        const int j = k0 + lane;
+        float pe[PQ];
+        #pragma unroll
+        for (int p = 0; p < PQ; p++) {
+            const int qi = q0 + warp * PQ + p, qc = offset + qi;
+            const bool ok = qi < T && j <= qc && (qc < st ? j == qc : j >= st);
+            const float s = ok ? sc[p] : NEG_INF;
+            float mx = s;
+            #pragma unroll
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mn = fmaxf(m[p], mx);
+            if (mn == NEG_INF) {  // nothing visible yet
+                pe[p] = 0.f;
+                continue;
+            }
+            const float c = __expf(m[p] - mn);
+            pe[p] = ok ? __expf(s - mn) : 0.f;
+            l[p] = l[p] * c + pe[p];
+            #pragma unroll
+            for (int i = 0; i < PER; i++) acc[p][i] *= c;
+            m[p] = mn;
+        }
+        const int rows = min(PKT, last - k0 + 1);
+        for (int r = 0; r < rows; r++) {
+            float vr[PER];
+            load_row(reinterpret_cast<const bf16_t*>(vs + r * KWORDS) + lane * PER, vr);
+            #pragma unroll
+            for (int p = 0; p < PQ; p++) {
+                const float pj = __shfl_sync(0xffffffffu, pe[p], r);
+                #pragma unroll
+                for (int i = 0; i < PER; i++) acc[p][i] += pj * vr[i];
+            }
+        }
+    }
+    #pragma unroll
+    for (int p = 0; p < PQ; p++) {
+        const int qi = q0 + warp * PQ + p;
+        float sum = l[p];
+        #pragma unroll
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        if (qi >= T) continue;
+        bf16_t* yp = y + (((long long)b * T + qi) * nh + h) * HEAD_DIM + lane * PER;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) yp[i] = f2bf(acc[p][i] / sum);
+    }
+}

@@ -18,7 +18,14 @@ const SOURCE: &str = include_str!("attention.cu");
 
 const WARPS: u32 = 4;
 
-/// Whether the fused kernel serves this case: CUDA, bf16, head dimension 64 or 128.
+/// Whether prompts go through [`prefill_attention`]: unless `WATTBENCH_PREFILL_ATTENTION` is
+/// `matmul` (matrix products, an additive mask and a softmax, for comparisons).
+pub fn prefill_fused() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WATTBENCH_PREFILL_ATTENTION").map_or(true, |v| v != "matmul"))
+}
+
+/// Whether the fused kernels serve this case: CUDA, bf16, head dimension 64 or 128.
 pub fn supported(q: &Tensor, head_dim: usize) -> bool {
     q.device().is_cuda() && q.dtype() == candle_core::DType::BF16 && matches!(head_dim, 64 | 128)
 }
@@ -178,6 +185,130 @@ pub fn decode_attention_unrolled(
             col,
             scale,
             unroll,
+        },
+    )
+}
+
+struct PrefillAttention<'a> {
+    /// First visible key column of each sequence (its left padding), u32 `[B]` on the device.
+    start: &'a Tensor,
+    /// Cache column of the first query.
+    offset: usize,
+    scale: f32,
+}
+
+/// Queries each block of the prompt kernel takes (`PQ_TILE` in the source).
+const PREFILL_QUERIES: usize = 32;
+
+impl CustomOp3 for PrefillAttention<'_> {
+    fn name(&self) -> &'static str {
+        "wattbench-prefill-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused prompt attention runs on CUDA only; this is a bug")
+    }
+
+    fn cuda_fwd(
+        &self,
+        qs: &CudaStorage,
+        ql: &Layout,
+        ks: &CudaStorage,
+        kl: &Layout,
+        vs: &CudaStorage,
+        vl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (b, nh, t, hd) = ql.shape().dims4()?;
+        let (kb, nkv, cap, khd) = kl.shape().dims4()?;
+        let fits = kb == b
+            && khd == hd
+            && nkv > 0
+            && nh.is_multiple_of(nkv)
+            && vl.shape() == kl.shape()
+            && self.offset + t <= cap
+            && ql.is_contiguous()
+            && kl.is_contiguous()
+            && vl.is_contiguous()
+            && matches!(hd, 64 | 128);
+        if !fits {
+            candle_core::bail!(
+                "prompt attention: q {:?} and caches {:?} at column {} do not fit",
+                ql.shape(),
+                kl.shape(),
+                self.offset
+            );
+        }
+        let dev = qs.device.clone();
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{UNROLL}"),
+            SOURCE,
+            &[format!("-DHEAD_DIM={hd}"), format!("-DUNROLL={UNROLL}")],
+            "prefill_attention",
+        )?;
+        let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
+        let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
+        let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
+        // SAFETY: the kernel writes every element of `y` (each query of each head).
+        let mut y = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * t * nh * hd) })?;
+        let ints = [t as i32, nh as i32, nkv as i32];
+        let (k_batch, k_head) = ((nkv * cap * hd) as i64, (cap * hd) as i64);
+        let offset = self.offset as i32;
+        let cfg = LaunchConfig {
+            grid_dim: (t.div_ceil(PREFILL_QUERIES) as u32, nh as u32, b as u32),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        with_slice::<u32, _>(self.start, |start, _| {
+            let stream = dev.cuda_stream();
+            let mut l = stream.launch_builder(&func);
+            l.arg(&q).arg(&k).arg(&v).arg(&mut y).arg(start);
+            for i in &ints {
+                l.arg(i);
+            }
+            l.arg(&k_batch).arg(&k_head).arg(&offset).arg(&self.scale);
+            // SAFETY: the arguments match the kernel's signature; shapes were checked above, so
+            // every key read lies below column offset + t of the caches and every write in `y`.
+            driver(unsafe { l.launch(cfg) }).map(|_| ())
+        })?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(y, dev),
+            Shape::from((b, t, nh * hd)),
+        ))
+    }
+}
+
+/// Causal attention of a prompt's queries `q [B, nh, T, hd]` (at cache columns `offset ..
+/// offset + T`) over the whole caches `k`, `v` `[B, nkv, capacity, hd]` (contiguous, already
+/// holding the prompt's keys and values): sequence `b` sees keys from `start[b]` (u32 `[B]` on
+/// the device, its left padding) up to each query's own column; a padding query sees only itself.
+/// Returns `[B, T, nh * hd]`.
+pub fn prefill_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    start: &Tensor,
+    offset: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    if start.dims() != [q.dim(0)?] || start.dtype() != candle_core::DType::U32 {
+        candle_core::bail!("prompt attention: start must be u32 [batch], got {start:?}");
+    }
+    q.apply_op3_no_bwd(
+        k,
+        v,
+        &PrefillAttention {
+            start,
+            offset,
+            scale,
         },
     )
 }

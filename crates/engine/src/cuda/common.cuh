@@ -32,3 +32,19 @@ __device__ __forceinline__ float block_max(float v, float* shared) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
+
+// Eight bf16 values in one 16-byte word, to and from f32.
+__device__ __forceinline__ void unpack8(const uint4 u, float* f) {
+    const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+    #pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(w[i] << 16);
+        f[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ uint4 pack8(const float* f) {
+    unsigned int w[4];
+    #pragma unroll
+    for (int i = 0; i < 4; i++) w[i] = (unsigned int)f2bf(f[2 * i]) | ((unsigned int)f2bf(f[2 * i + 1]) << 16);
+    return make_uint4(w[0], w[1], w[2], w[3]);
+}

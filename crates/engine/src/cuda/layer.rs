@@ -66,7 +66,17 @@ impl CustomOp3 for AddRmsNorm {
         }
         let rows = xl.shape().elem_count() / n;
         let dev = xs.device.clone();
-        let func = function(&dev, MODULE, SOURCE, &[], "add_rms_norm")?;
+        // Eight elements per access where rows and starts fall on 16-byte boundaries.
+        let v8 = n.is_multiple_of(8)
+            && [xl, rl, wl]
+                .iter()
+                .all(|l| l.start_offset().is_multiple_of(8));
+        let name = if v8 {
+            "add_rms_norm_v8"
+        } else {
+            "add_rms_norm"
+        };
+        let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let x = xs.as_cuda_slice::<bf16>()?.slice(xl.start_offset()..);
         let r = rs.as_cuda_slice::<bf16>()?.slice(rl.start_offset()..);
         let w = ws.as_cuda_slice::<bf16>()?.slice(wl.start_offset()..);
@@ -125,13 +135,20 @@ impl CustomOp1 for SiluMul {
         let f = two_f / 2;
         let total = yl.shape().elem_count() / 2;
         let dev = ys.device.clone();
-        let func = function(&dev, MODULE, SOURCE, &[], "silu_mul")?;
+        // Eight elements per access where rows and the start fall on 16-byte boundaries.
+        let v8 = f.is_multiple_of(8) && yl.start_offset().is_multiple_of(8);
+        let (name, per) = if v8 {
+            ("silu_mul_v8", 8)
+        } else {
+            ("silu_mul", 1)
+        };
+        let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes all `total` elements.
         let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(total) })?;
-        let (total_i, f_i) = (total as i64, f as i32);
+        let (total_i, f_i) = ((total / per) as i64, (f / per) as i32);
         let cfg = LaunchConfig {
-            grid_dim: (total.div_ceil(256).clamp(1, 132 * 16) as u32, 1, 1),
+            grid_dim: ((total / per).div_ceil(256).clamp(1, 132 * 16) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -192,8 +209,7 @@ impl CustomOp1 for QkvSplit<'_> {
                 Column::Device(c) => c.dims() == [1] && c.dtype() == DType::U32,
             }
             && self.cos.dims() == [self.cos.dim(0)?, hd / 2]
-            && hd.is_multiple_of(2)
-            && hd / 2 <= 1024;
+            && hd.is_multiple_of(2);
         if !fits {
             candle_core::bail!(
                 "qkv split: projection {:?}, positions {:?} and cache {:?} at column {:?} do not fit",
@@ -204,7 +220,18 @@ impl CustomOp1 for QkvSplit<'_> {
             );
         }
         let dev = ys.device.clone();
-        let func = function(&dev, MODULE, SOURCE, &[], "qkv_rope_cache")?;
+        // Four rotated pairs per work item where every head starts on a 16-byte boundary.
+        let v4 = hd.is_multiple_of(8)
+            && yl.start_offset().is_multiple_of(8)
+            && [self.cos, self.sin, self.k_cache, self.v_cache]
+                .iter()
+                .all(|t| t.layout().start_offset().is_multiple_of(8));
+        let (name, pairs) = if v4 {
+            ("qkv_rope_cache_v4", 4)
+        } else {
+            ("qkv_rope_cache", 1)
+        };
+        let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes every query element.
         let mut q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
@@ -215,9 +242,11 @@ impl CustomOp1 for QkvSplit<'_> {
             Column::Device(c) => (0, super::address::<u32>(c)?),
         };
         let interleaved = self.interleaved as i32;
+        let rows = (b * t) as i32;
+        let items = b * t * (nh + 2 * nkv) * (hd / 2 / pairs);
         let cfg = LaunchConfig {
-            grid_dim: ((nh + 2 * nkv) as u32, (b * t) as u32, 1),
-            block_dim: ((hd / 2) as u32, 1, 1),
+            grid_dim: (items.div_ceil(256).clamp(1, 132 * 16) as u32, 1, 1),
+            block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         with_slice::<bf16, _>(self.cos, |cos, _| {
@@ -235,6 +264,7 @@ impl CustomOp1 for QkvSplit<'_> {
                                 l.arg(i);
                             }
                             l.arg(&c_batch).arg(&c_head).arg(&offset).arg(&interleaved);
+                            l.arg(&rows);
                             // SAFETY: the arguments match the kernel; shapes were checked above,
                             // so every write stays inside q and the caches.
                             driver(unsafe { l.launch(cfg) }).map(|_| ())
