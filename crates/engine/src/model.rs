@@ -30,7 +30,15 @@ impl Linear {
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, k))?.matmul(&w.t()?)?;
+        let x = x.reshape((rows, k))?;
+        #[cfg(feature = "cuda")]
+        if crate::cuda::gemm::applies(&x, w) {
+            let mut out = dims;
+            *out.last_mut()
+                .expect("x has a last dimension; this is a bug") = w.dim(0)?;
+            return crate::cuda::gemm::linear(&x, w)?.reshape(out);
+        }
+        let y = x.matmul(&w.t()?)?;
         let mut out = dims;
         *out.last_mut()
             .expect("x has a last dimension; this is a bug") = w.dim(0)?;

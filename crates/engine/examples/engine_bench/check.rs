@@ -12,6 +12,7 @@ pub fn run(args: &[String]) -> Res<()> {
     let report = serde_json::json!({
         "attention": attention()?,
         "prefill_attention": prefill_attention()?,
+        "gemm": gemm()?,
         "model": model(args)?,
         "sampling": sampling()?,
         "synthetic_weights": synthetic_weights()?,
@@ -62,6 +63,37 @@ fn max_abs(a: &Tensor, b: &Tensor) -> Res<f32> {
     Ok(d.abs()?.flatten_all()?.max(D::Minus1)?.to_scalar::<f32>()?)
 }
 
+/// The cuBLASLt products (timed choice of algorithm) against an f32 product of the same bf16
+/// operands, at decode shapes of the LLaMA-7B and 13B layers and an odd one.
+fn gemm() -> Res<Vec<serde_json::Value>> {
+    let dev = Device::new_cuda(0)?;
+    let mut report = Vec::new();
+    for &(rows, out, inner) in &[
+        (64usize, 12288usize, 4096usize),
+        (64, 4096, 11008),
+        (256, 22016, 4096),
+        (7, 1000, 576),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (rows, inner), &dev)?.to_dtype(DType::BF16)?;
+        let w = Tensor::randn(0f32, 0.02, (out, inner), &dev)?.to_dtype(DType::BF16)?;
+        let reference = x
+            .to_dtype(DType::F32)?
+            .matmul(&w.to_dtype(DType::F32)?.t()?)?;
+        let lt = wattbench_engine::cuda::gemm::linear(&x, &w)?;
+        let scale = reference
+            .abs()?
+            .flatten_all()?
+            .max(D::Minus1)?
+            .to_scalar::<f32>()?;
+        report.push(serde_json::json!({
+            "shape": [rows, out, inner],
+            "max_abs_diff": max_abs(&lt, &reference)?,
+            "max_abs": scale,
+        }));
+    }
+    Ok(report)
+}
+
 /// The decode-attention kernel against matrix products and softmax in f32, on random bf16 inputs
 /// with padding and grouped-query heads.
 fn attention() -> Res<Vec<serde_json::Value>> {
@@ -96,12 +128,13 @@ fn attention() -> Res<Vec<serde_json::Value>> {
         }
         let reference = Tensor::cat(&rows, 0)?.reshape((b, nh, 1, hd))?;
         let mut diffs = serde_json::Map::new();
-        for unroll in [1u32, 2, 4, 8] {
+        for (wide, unroll) in [(false, 1u32), (false, 2), (false, 4), (true, 1), (true, 2)] {
             let fused = wattbench_engine::cuda::attention::decode_attention_unrolled(
-                &q, &k, &v, &start_t, None, scale, unroll,
+                &q, &k, &v, &start_t, None, scale, unroll, wide,
             )?;
+            let loads = if wide { "wide" } else { "narrow" };
             diffs.insert(
-                format!("unroll_{unroll}"),
+                format!("{loads}_unroll_{unroll}"),
                 max_abs(&fused, &reference)?.into(),
             );
         }
@@ -290,7 +323,18 @@ fn sampling() -> Res<serde_json::Value> {
         .filter(|(i, &t)| keep[*i][t as usize] == 1)
         .count();
     let again = Sampler::new(0.8, 0.95, 5, &dev)?.sample(&big)?;
+    // The kernel that keeps a row in registers against the one that reads it on every pass, over
+    // 256 rows at the paper's settings, at top-p 1 and greedy-like temperatures.
+    use wattbench_engine::cuda::sample::sample_with;
+    let rows256 = (Tensor::randn(0f32, 1.0, (256, v), &dev)? * 3.0)?;
+    let mut same_kernels = Vec::new();
+    for (t, p) in [(0.8, 0.95), (1.0, 1.0), (0.05, 0.95)] {
+        let a = sample_with(&rows256, t, p, 9, 4, None, true)?.to_vec1::<u32>()?;
+        let b = sample_with(&rows256, t, p, 9, 4, None, false)?.to_vec1::<u32>()?;
+        same_kernels.push(a.iter().zip(&b).filter(|(x, y)| x == y).count());
+    }
     Ok(serde_json::json!({
+        "registers_kernel_same_tokens_of_256": same_kernels,
         "small_vocab_frequencies": got,
         "small_vocab_expected": want,
         "large_vocab_inside_top_p": inside,

@@ -60,6 +60,11 @@ pub fn run(args: &[String]) -> Res<()> {
         sampler.sample(&logits)?;
         Ok(())
     })?;
+    // The sampling kernel that reads the logits on every bisection pass, for comparison.
+    let (sample_uncached, _) = timed(reps, &dev, || {
+        wattbench_engine::cuda::sample::sample_with(&logits, 0.8, 0.95, 0, 1, None, false)?;
+        Ok(())
+    })?;
     let prefill = crate::prefill::run(args, m, &mut cache, &mut sampler, reps.min(5))?;
     let hidden = m.cfg.hidden_size;
     let h = Tensor::zeros((b, 1, hidden), m.dtype, &dev)?;
@@ -103,21 +108,30 @@ pub fn run(args: &[String]) -> Res<()> {
             true,
         ),
     ];
+    // With the engine's choice of products (cuBLASLt with a timed algorithm, where it applies),
+    // and with candle's cuBLAS call.
+    let lt = wattbench_engine::cuda::gemm::enabled();
     for (kind, pick, wide) in kinds {
         let ws: Vec<&Tensor> = m.layers.iter().filter_map(pick).collect();
         let x = if wide { &a } else { &h };
-        let (ms, _) = timed(reps, &dev, || {
-            for w in &ws {
-                Linear::dense(x, w)?;
-            }
-            Ok(())
-        })?;
         let gb: f64 = ws.iter().map(|w| bytes(w)).sum::<f64>() / 1e9;
-        matmuls += ms;
-        products.insert(
-            kind.into(),
-            serde_json::json!({ "ms": ms, "gb_per_s": gb / ms * 1e3 }),
-        );
+        let mut entry = serde_json::Map::new();
+        for (way, on) in [("ms", lt), ("cublas_ms", false)] {
+            wattbench_engine::cuda::gemm::set_enabled(on);
+            let (ms, _) = timed(reps, &dev, || {
+                for w in &ws {
+                    Linear::dense(x, w)?;
+                }
+                Ok(())
+            })?;
+            if way == "ms" {
+                matmuls += ms;
+                entry.insert("gb_per_s".into(), (gb / ms * 1e3).into());
+            }
+            entry.insert(way.into(), ms.into());
+        }
+        wattbench_engine::cuda::gemm::set_enabled(lt);
+        products.insert(kind.into(), entry.into());
     }
     if let Linear::Dense(w) = &m.lm_head {
         let (ms, _) = timed(reps, &dev, || {
@@ -143,35 +157,53 @@ pub fn run(args: &[String]) -> Res<()> {
     let kv_bytes = 2 * m.cfg.num_hidden_layers * b * nkv * (at + 1) * hd * m.dtype.size_in_bytes();
     let mut attention_ms = serde_json::Map::new();
     let mut attention = f64::NAN;
-    for unroll in [1u32, 2, 4, 8] {
+    use wattbench_engine::cuda::attention::{
+        decode_attention_unrolled, wide as default_wide, UNROLL,
+    };
+    for (wide, unroll) in [
+        (false, 1u32),
+        (false, 2),
+        (false, 4),
+        (true, 1),
+        (true, 2),
+        (true, 4),
+    ] {
         let (ms, _) = timed(reps, &dev, || {
             for _ in &m.layers {
-                wattbench_engine::cuda::attention::decode_attention_unrolled(
-                    &q, &kc, &vc, &starts, None, 1.0, unroll,
-                )?;
+                decode_attention_unrolled(&q, &kc, &vc, &starts, None, 1.0, unroll, wide)?;
             }
             Ok(())
         })?;
-        if unroll == wattbench_engine::cuda::attention::UNROLL {
+        if unroll == UNROLL && wide == default_wide() {
             attention = ms;
         }
+        let loads = if wide { "wide" } else { "narrow" };
         attention_ms.insert(
-            format!("unroll_{unroll}"),
+            format!("{loads}_unroll_{unroll}"),
             serde_json::json!({ "ms": ms, "gb_per_s": kv_bytes as f64 / ms / 1e6 }),
         );
     }
     // The same step replayed from a CUDA graph, from column `at` on (in the same cache: a second
     // one would not fit beside it at batch 256).
-    let graph_step = if m.kernels() {
-        let first = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), b, &dev)?;
-        let g = wattbench_engine::cuda::graph::DecodeGraph::capture(
-            m, &sampler, &mut cache, &first, &pads, at,
-        )?;
-        let (ms, host) = timed(reps, &dev, || Ok(g.replay()?))?;
-        serde_json::json!({ "ms": ms, "host_ms": host })
-    } else {
-        serde_json::Value::Null
-    };
+    // Also with candle's cuBLAS call for every product.
+    let mut graph_step = serde_json::Value::Null;
+    if m.kernels() {
+        let mut r = serde_json::Map::new();
+        for (way, on) in [("ms", lt), ("cublas_ms", false)] {
+            wattbench_engine::cuda::gemm::set_enabled(on);
+            let first = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), b, &dev)?;
+            let g = wattbench_engine::cuda::graph::DecodeGraph::capture(
+                m, &sampler, &mut cache, &first, &pads, at,
+            )?;
+            let (ms, host) = timed(reps, &dev, || Ok(g.replay()?))?;
+            r.insert(way.into(), ms.into());
+            if way == "ms" {
+                r.insert("host_ms".into(), host.into());
+            }
+        }
+        wattbench_engine::cuda::gemm::set_enabled(lt);
+        graph_step = r.into();
+    }
     println!(
         "{}",
         serde_json::json!({
@@ -185,6 +217,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "forward_ms": fwd,
             "forward_host_ms": fwd_host,
             "sample_ms": sample,
+            "sample_uncached_ms": sample_uncached,
             "matmuls_ms": matmuls,
             "matmuls": products,
             "attention_ms": attention,

@@ -220,3 +220,103 @@ extern "C" __global__ void __launch_bounds__(PWARPS * 32) prefill_attention(
         for (int i = 0; i < PER; i++) yp[i] = f2bf(acc[p][i] / sum);
     }
 }
+
+// decode_attention with 16-byte loads: a row of K or V is spread over G = HEAD_DIM / 8 lanes of
+// eight dimensions each, so one load instruction of a warp brings 32 / G rows; each warp takes
+// UNROLL such loads of keys at a time. A lane group keeps its own output sums for its keys under
+// the warp's running maximum; groups and warps are merged at the end.
+#define G (HEAD_DIM / 8)
+#define RPL (32 / G)
+
+extern "C" __global__ void decode_attention_v16(
+    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    bf16_t* __restrict__ y, const unsigned int* __restrict__ start,
+    const unsigned int* __restrict__ col, int nh, int nkv, long long k_batch, long long k_head,
+    int len, float scale)
+{
+    if (col) len = min(len, (int)col[0] + 1);
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int kvh = h / (nh / nkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int grp = lane / G, gl = lane % G;
+    float qv[8];
+    unpack8(*reinterpret_cast<const uint4*>(q + ((long long)b * nh + h) * HEAD_DIM + gl * 8), qv);
+    #pragma unroll
+    for (int i = 0; i < 8; i++) qv[i] *= scale;
+    const long long base = (long long)b * k_batch + (long long)kvh * k_head + gl * 8;
+    float m = NEG_INF, s = 0.f, acc[8];
+    #pragma unroll
+    for (int i = 0; i < 8; i++) acc[i] = 0.f;
+    const int per_iter = WARPS * UNROLL * RPL;
+    for (int j0 = (int)start[b] + warp * UNROLL * RPL; j0 < len; j0 += per_iter) {
+        float kr[UNROLL][8], vr[UNROLL][8], dot[UNROLL];
+        #pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            const int j = min(j0 + u * RPL + grp, len - 1);
+            unpack8(*reinterpret_cast<const uint4*>(k + base + (long long)j * HEAD_DIM), kr[u]);
+            unpack8(*reinterpret_cast<const uint4*>(v + base + (long long)j * HEAD_DIM), vr[u]);
+        }
+        #pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            dot[u] = 0.f;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) dot[u] += qv[i] * kr[u][i];
+        }
+        #pragma unroll
+        for (int o = G / 2; o > 0; o >>= 1) {
+            #pragma unroll
+            for (int u = 0; u < UNROLL; u++) dot[u] += __shfl_xor_sync(0xffffffffu, dot[u], o);
+        }
+        float mx = NEG_INF;
+        #pragma unroll
+        for (int u = 0; u < UNROLL; u++) if (j0 + u * RPL + grp < len) mx = fmaxf(mx, dot[u]);
+        #pragma unroll
+        for (int o = G; o < 32; o <<= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        const float mn = fmaxf(m, mx);
+        const float c = __expf(m - mn);
+        s *= c;
+        #pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] *= c;
+        #pragma unroll
+        for (int u = 0; u < UNROLL; u++) {
+            if (j0 + u * RPL + grp < len) {
+                const float p = __expf(dot[u] - mn);
+                s += p;
+                #pragma unroll
+                for (int i = 0; i < 8; i++) acc[i] += p * vr[u][i];
+            }
+        }
+        m = mn;
+    }
+    // Merge the lane groups of each warp (same maximum m), then the warps.
+    #pragma unroll
+    for (int o = G; o < 32; o <<= 1) {
+        s += __shfl_xor_sync(0xffffffffu, s, o);
+        #pragma unroll
+        for (int i = 0; i < 8; i++) acc[i] += __shfl_xor_sync(0xffffffffu, acc[i], o);
+    }
+    __shared__ float sm[WARPS], ss[WARPS], sacc[WARPS][HEAD_DIM];
+    if (lane == 0) { sm[warp] = m; ss[warp] = s; }
+    if (grp == 0) {
+        #pragma unroll
+        for (int i = 0; i < 8; i++) sacc[warp][gl * 8 + i] = acc[i];
+    }
+    __syncthreads();
+    if (warp == 0 && grp == 0) {
+        float M = NEG_INF;
+        for (int w = 0; w < WARPS; w++) M = fmaxf(M, sm[w]);
+        float S = 0.f, out[8];
+        #pragma unroll
+        for (int i = 0; i < 8; i++) out[i] = 0.f;
+        for (int w = 0; w < WARPS; w++) {
+            if (sm[w] == NEG_INF) continue;
+            const float c = __expf(sm[w] - M);
+            S += ss[w] * c;
+            #pragma unroll
+            for (int i = 0; i < 8; i++) out[i] += sacc[w][gl * 8 + i] * c;
+        }
+        #pragma unroll
+        for (int i = 0; i < 8; i++) out[i] /= S;
+        *reinterpret_cast<uint4*>(y + ((long long)b * nh + h) * HEAD_DIM + gl * 8) = pack8(out);
+    }
+}

@@ -1,8 +1,9 @@
 //! The engine's own CUDA kernels, compiled from the `.cu` files beside this one by NVRTC once per
 //! process (no CUDA toolkit is needed where the binary runs, only the driver and NVRTC):
-//! decode attention ([`attention`]), the element-wise work of a layer fused around its matrix
-//! products ([`layer`]), temperature/top-p sampling in one kernel ([`sample`]), and the copy of
-//! sampled tokens to the host behind the GPU's work ([`tokens`]). They serve bf16 models on
+//! decode and prompt attention ([`attention`]), the decode step's matrix products through cuBLASLt
+//! with a timed choice of algorithm ([`gemm`]), the element-wise work of a layer fused around its
+//! matrix products ([`layer`]), temperature/top-p sampling in one kernel ([`sample`]), and the copy
+//! of sampled tokens to the host behind the GPU's work ([`tokens`]). They serve bf16 models on
 //! CUDA; everything else runs on candle's own operations. Setting `WATTBENCH_KERNELS=candle` turns
 //! them all off, for comparisons. With them, decode steps are replayed from a CUDA graph
 //! ([`graph`]).
@@ -11,6 +12,7 @@
 //! `WATTBENCH_KERNELS` says.
 
 pub mod attention;
+pub mod gemm;
 pub mod graph;
 pub mod layer;
 #[cfg(feature = "nccl")]

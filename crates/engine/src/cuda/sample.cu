@@ -13,7 +13,19 @@ __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
 
 #define BISECTION_STEPS 20
 
-extern "C" __global__ void sample_top_p(
+// The Gumbel-max score of column i: its scaled logit z plus the noise of (key, i).
+__device__ __forceinline__ float gumbel_score(float z, unsigned long long key, int i) {
+    const unsigned long long h = mix64(key ^ (unsigned long long)i);
+    const float u = ((float)(h >> 41) + 0.5f) * (1.f / 8388608.f);  // (0, 1)
+    return z - logf(-logf(u));
+}
+
+// R > 0: each thread keeps exp(z - max) of its R logits (columns tid, tid + blockDim, ...) in
+// registers, so that the bisection passes read no memory and compute no exponentials (V must be
+// at most R * blockDim); R = 0 recomputes them from the logits on every pass. Both give the same
+// values, sums and tokens.
+template <int R>
+__device__ __forceinline__ void sample_body(
     const float* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,
     float top_p, unsigned long long seed, unsigned long long step,
     const unsigned long long* __restrict__ step_p)
@@ -24,11 +36,30 @@ extern "C" __global__ void sample_top_p(
     __shared__ int best_i[32];
     const long long row = blockIdx.x;
     const float* lp = logits + row * V;
+    float e[R > 0 ? R : 1];
     float m = NEG_INF;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, lp[i] * inv_t);
+    if (R > 0) {
+        #pragma unroll
+        for (int k = 0; k < R; k++) {
+            const int i = threadIdx.x + k * blockDim.x;
+            e[k] = i < V ? lp[i] * inv_t : NEG_INF;
+            m = fmaxf(m, e[k]);
+        }
+    } else {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) m = fmaxf(m, lp[i] * inv_t);
+    }
     m = block_max(m, red);
     float s = 0.f;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(lp[i] * inv_t - m);
+    if (R > 0) {
+        #pragma unroll
+        for (int k = 0; k < R; k++) {
+            const int i = threadIdx.x + k * blockDim.x;
+            e[k] = i < V ? expf(e[k] - m) : 0.f;
+            s += e[k];  // adding the zeros of columns past V changes no sum
+        }
+    } else {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) s += expf(lp[i] * inv_t - m);
+    }
     s = block_sum(s, red);
     const float inv_s = 1.f / s;
     float lo = 0.f, hi = inv_s;
@@ -36,9 +67,17 @@ extern "C" __global__ void sample_top_p(
         for (int it = 0; it < BISECTION_STEPS; it++) {
             const float mid = 0.5f * (lo + hi);
             float mass = 0.f;
-            for (int i = threadIdx.x; i < V; i += blockDim.x) {
-                const float p = expf(lp[i] * inv_t - m) * inv_s;
-                if (p >= mid) mass += p;
+            if (R > 0) {
+                #pragma unroll
+                for (int k = 0; k < R; k++) {
+                    const float p = e[k] * inv_s;
+                    if (p >= mid) mass += p;  // mid > 0: columns past V never count
+                }
+            } else {
+                for (int i = threadIdx.x; i < V; i += blockDim.x) {
+                    const float p = expf(lp[i] * inv_t - m) * inv_s;
+                    if (p >= mid) mass += p;
+                }
             }
             mass = block_sum(mass, red);
             if (mass >= top_p) lo = mid; else hi = mid;
@@ -47,13 +86,29 @@ extern "C" __global__ void sample_top_p(
     const unsigned long long key = mix64(seed ^ mix64(step ^ mix64((unsigned long long)row)));
     float bv = NEG_INF;
     int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) {
-        const float z = lp[i] * inv_t;
-        if (top_p < 1.f && expf(z - m) * inv_s < lo) continue;
-        const unsigned long long h = mix64(key ^ (unsigned long long)i);
-        const float u = ((float)(h >> 41) + 0.5f) * (1.f / 8388608.f);  // (0, 1)
-        const float score = z - logf(-logf(u));
-        if (score > bv) { bv = score; bi = i; }
+    if (R > 0) {
+        // Which of the thread's columns are kept, as bits, so that the cached values are dead
+        // before the noise is drawn.
+        unsigned long long kept = 0;
+        #pragma unroll
+        for (int k = 0; k < R; k++) {
+            const int i = threadIdx.x + k * blockDim.x;
+            if (i < V && !(top_p < 1.f && e[k] * inv_s < lo)) kept |= 1ull << k;
+        }
+        while (kept) {
+            const int k = __ffsll((long long)kept) - 1;
+            kept &= kept - 1;
+            const int i = threadIdx.x + k * blockDim.x;
+            const float score = gumbel_score(lp[i] * inv_t, key, i);
+            if (score > bv) { bv = score; bi = i; }
+        }
+    } else {
+        for (int i = threadIdx.x; i < V; i += blockDim.x) {
+            const float z = lp[i] * inv_t;
+            if (top_p < 1.f && expf(z - m) * inv_s < lo) continue;
+            const float score = gumbel_score(z, key, i);
+            if (score > bv) { bv = score; bi = i; }
+        }
     }
     for (int o = 16; o > 0; o >>= 1) {
         const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
@@ -68,4 +123,21 @@ extern "C" __global__ void sample_top_p(
             if (best_v[w] > bv || (best_v[w] == bv && best_i[w] < bi)) { bv = best_v[w]; bi = best_i[w]; }
         out[row] = bi == 0x7fffffff ? 0 : bi;
     }
+}
+
+#define SAMPLE_ARGS                                                                              \
+    const float* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,        \
+        float top_p, unsigned long long seed, unsigned long long step,                           \
+        const unsigned long long* __restrict__ step_p
+#define SAMPLE_PASS logits, out, V, inv_t, top_p, seed, step, step_p
+
+extern "C" __global__ void __launch_bounds__(1024) sample_top_p(SAMPLE_ARGS)
+{
+    sample_body<0>(SAMPLE_PASS);
+}
+
+// Vocabularies of up to 32 * blockDim (32,768 with 1,024 threads).
+extern "C" __global__ void __launch_bounds__(1024) sample_top_p_r32(SAMPLE_ARGS)
+{
+    sample_body<32>(SAMPLE_PASS);
 }

@@ -6,6 +6,9 @@ use cudarc::driver::{LaunchConfig, PushKernelArg};
 
 const SOURCE: &str = include_str!("sample.cu");
 
+/// Threads of the block that samples one row.
+const THREADS: u32 = 1024;
+
 struct Sample {
     temperature: f64,
     top_p: f64,
@@ -14,6 +17,8 @@ struct Sample {
     /// The step on the device (i64 `[1]`), read by the kernel instead of `step` (a step
     /// replayed from a CUDA graph).
     step_on_device: u64,
+    /// Keep each row's values in registers where the vocabulary fits.
+    registers: bool,
 }
 
 impl CustomOp1 for Sample {
@@ -32,14 +37,20 @@ impl CustomOp1 for Sample {
         }
         let dev = s.device.clone();
         let logits = s.as_cuda_slice::<f32>()?.slice(l.start_offset()..);
-        let func = function(&dev, "wattbench_sample", SOURCE, &[], "sample_top_p")?;
+        // Vocabularies that fit 32 values per thread keep them in registers.
+        let name = if self.registers && v <= 32 * THREADS as usize {
+            "sample_top_p_r32"
+        } else {
+            "sample_top_p"
+        };
+        let func = function(&dev, "wattbench_sample", SOURCE, &[], name)?;
         let stream = dev.cuda_stream();
         // SAFETY: the kernel writes one token per row.
         let mut out = driver(unsafe { stream.alloc::<u32>(b) })?;
         let (v_i, inv_t, p) = (v as i32, (1.0 / self.temperature) as f32, self.top_p as f32);
         let cfg = LaunchConfig {
             grid_dim: (b as u32, 1, 1),
-            block_dim: (1024, 1, 1),
+            block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut a = stream.launch_builder(&func);
@@ -68,6 +79,20 @@ pub fn sample(
     step: u64,
     step_on_device: Option<&Tensor>,
 ) -> Result<Tensor> {
+    sample_with(logits, temperature, top_p, seed, step, step_on_device, true)
+}
+
+/// [`sample`], with (`registers`) or without the kernel that keeps each row's values in
+/// registers (it serves vocabularies of up to 32,768): both give the same tokens.
+pub fn sample_with(
+    logits: &Tensor,
+    temperature: f64,
+    top_p: f64,
+    seed: u64,
+    step: u64,
+    step_on_device: Option<&Tensor>,
+    registers: bool,
+) -> Result<Tensor> {
     if step_on_device.is_some_and(|s| s.dims() != [1] || s.dtype() != DType::I64) {
         candle_core::bail!(
             "sampling: the step on the device must be i64 [1], got {step_on_device:?}"
@@ -87,5 +112,6 @@ pub fn sample(
         seed,
         step,
         step_on_device,
+        registers,
     })
 }
