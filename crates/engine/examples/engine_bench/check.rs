@@ -128,13 +128,12 @@ fn attention() -> Res<Vec<serde_json::Value>> {
         }
         let reference = Tensor::cat(&rows, 0)?.reshape((b, nh, 1, hd))?;
         let mut diffs = serde_json::Map::new();
-        for (wide, unroll) in [(false, 1u32), (false, 2), (false, 4), (true, 1), (true, 2)] {
+        for unroll in [1u32, 2, 4, 8] {
             let fused = wattbench_engine::cuda::attention::decode_attention_unrolled(
-                &q, &k, &v, &start_t, None, scale, unroll, wide,
+                &q, &k, &v, &start_t, None, scale, unroll,
             )?;
-            let loads = if wide { "wide" } else { "narrow" };
             diffs.insert(
-                format!("{loads}_unroll_{unroll}"),
+                format!("unroll_{unroll}"),
                 max_abs(&fused, &reference)?.into(),
             );
         }

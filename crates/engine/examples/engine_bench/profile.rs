@@ -157,29 +157,20 @@ pub fn run(args: &[String]) -> Res<()> {
     let kv_bytes = 2 * m.cfg.num_hidden_layers * b * nkv * (at + 1) * hd * m.dtype.size_in_bytes();
     let mut attention_ms = serde_json::Map::new();
     let mut attention = f64::NAN;
-    use wattbench_engine::cuda::attention::{
-        decode_attention_unrolled, wide as default_wide, UNROLL,
-    };
-    for (wide, unroll) in [
-        (false, 1u32),
-        (false, 2),
-        (false, 4),
-        (true, 1),
-        (true, 2),
-        (true, 4),
-    ] {
+    for unroll in [1u32, 2, 4, 8] {
         let (ms, _) = timed(reps, &dev, || {
             for _ in &m.layers {
-                decode_attention_unrolled(&q, &kc, &vc, &starts, None, 1.0, unroll, wide)?;
+                wattbench_engine::cuda::attention::decode_attention_unrolled(
+                    &q, &kc, &vc, &starts, None, 1.0, unroll,
+                )?;
             }
             Ok(())
         })?;
-        if unroll == UNROLL && wide == default_wide() {
+        if unroll == wattbench_engine::cuda::attention::UNROLL {
             attention = ms;
         }
-        let loads = if wide { "wide" } else { "narrow" };
         attention_ms.insert(
-            format!("{loads}_unroll_{unroll}"),
+            format!("unroll_{unroll}"),
             serde_json::json!({ "ms": ms, "gb_per_s": kv_bytes as f64 / ms / 1e6 }),
         );
     }

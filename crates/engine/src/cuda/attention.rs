@@ -37,10 +37,8 @@ struct DecodeAttention<'a> {
     /// the keys to read end there (a step replayed from a CUDA graph).
     col: Option<&'a Tensor>,
     scale: f32,
-    /// Loads of keys each warp issues at a time.
+    /// Keys each warp takes at a time.
     unroll: u32,
-    /// 16-byte loads (a row over `head_dim / 8` lanes) instead of `head_dim / 32` elements a lane.
-    wide: bool,
 }
 
 impl CustomOp3 for DecodeAttention<'_> {
@@ -97,11 +95,7 @@ impl CustomOp3 for DecodeAttention<'_> {
                 format!("-DHEAD_DIM={hd}"),
                 format!("-DUNROLL={}", self.unroll),
             ],
-            if self.wide {
-                "decode_attention_v16"
-            } else {
-                "decode_attention"
-            },
+            "decode_attention",
         )?;
         let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
         let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
@@ -146,24 +140,8 @@ impl CustomOp3 for DecodeAttention<'_> {
     }
 }
 
-/// Loads of keys each warp of the attention kernel issues at a time.
+/// Keys each warp of the attention kernel takes at a time.
 pub const UNROLL: u32 = 2;
-
-/// Whether the decode attention loads 16 bytes a lane by default.
-pub const WIDE: bool = false;
-
-/// Whether the decode attention loads 16 bytes a lane: `WATTBENCH_ATTENTION_LOADS` (`wide` or
-/// `narrow`), or [`WIDE`].
-pub fn wide() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(
-        || match std::env::var("WATTBENCH_ATTENTION_LOADS").as_deref() {
-            Ok("wide") => true,
-            Ok("narrow") => false,
-            _ => WIDE,
-        },
-    )
-}
 
 /// Attention of one query per sequence, `q [B, nh, 1, hd]`, over cache views `k`, `v`
 /// `[B, nkv, len, hd]`; sequence `b` sees keys from `start[b]` (u32 `[B]` on the device) up to
@@ -177,12 +155,10 @@ pub fn decode_attention(
     col: Option<&Tensor>,
     scale: f32,
 ) -> Result<Tensor> {
-    decode_attention_unrolled(q, k, v, start, col, scale, UNROLL, wide())
+    decode_attention_unrolled(q, k, v, start, col, scale, UNROLL)
 }
 
-/// [`decode_attention`] with `unroll` loads of keys per warp at a time (1 to 16) and `wide`
-/// (16-byte) or narrow loads, for tuning.
-#[allow(clippy::too_many_arguments)]
+/// [`decode_attention`] with `unroll` keys per warp at a time (1 to 16), for tuning.
 pub fn decode_attention_unrolled(
     q: &Tensor,
     k: &Tensor,
@@ -191,7 +167,6 @@ pub fn decode_attention_unrolled(
     col: Option<&Tensor>,
     scale: f32,
     unroll: u32,
-    wide: bool,
 ) -> Result<Tensor> {
     if col.is_some_and(|c| c.dims() != [1] || c.dtype() != candle_core::DType::U32) {
         candle_core::bail!("decode attention: col must be u32 [1], got {col:?}");
@@ -210,7 +185,6 @@ pub fn decode_attention_unrolled(
             col,
             scale,
             unroll,
-            wide,
         },
     )
 }

@@ -255,9 +255,8 @@ impl CustomOp2 for Linear {
         let g = gpu(&dev)?;
         let mut g = g.lock().unwrap_or_else(|e| e.into_inner());
         let key = (rows, out, inner);
-        if !g.plans.contains_key(&key) {
-            let p = plan(rows, out, inner)?;
-            g.plans.insert(key, p);
+        if let std::collections::hash_map::Entry::Vacant(e) = g.plans.entry(key) {
+            e.insert(plan(rows, out, inner)?);
         }
         let (xp, _x) = x.device_ptr(&stream);
         let (wp, _w) = w.device_ptr(&stream);
