@@ -105,118 +105,168 @@ extern "C" __global__ void decode_attention(
 // Attention over a prompt: T queries per sequence, at cache columns offset .. offset + T - 1, each
 // seeing the keys from its sequence's first real column start[b] up to its own column (causal); a
 // query in the padding (column < start[b]) sees only itself, as under the additive mask. One block
-// per (tile of PQ_TILE queries, query head, sequence); each of the PWARPS warps takes PQ queries.
-// Tiles of 32 keys and values go through shared memory; lane j scores key j of the tile for each of
-// its warp's queries, and the output dimensions are spread over the lanes as in decode_attention.
-// Online softmax in f32 (lane-local sums, warp-wide maxima). Writes y [B, T, nh, HEAD_DIM], the
-// layout the output projection reads.
-#define PQ 4
-#define PWARPS 8
-#define PQ_TILE (PQ * PWARPS)
-#define PKT 32
-#define KWORDS (HEAD_DIM / 2)
-#define KSTRIDE (KWORDS + 1)
+// of MWARPS warps per (tile of MQT queries, query head, sequence); each warp takes 16 queries and
+// runs on the tensor cores (mma m16n8k16, bf16 in, f32 sums): scores Q K^T for a tile of MKT keys,
+// an online softmax in f32 over them, then P V with P rounded to bf16. Keys and values of a tile go
+// through shared memory (rows padded by 16 bytes, so that the fragment loads hit 32 banks). Writes
+// y [B, T, nh, HEAD_DIM], the layout the output projection reads.
+#define MQ 16
+#define MWARPS 4
+#define MQT (MQ * MWARPS)
+#define MKT 32
+#define SROW (HEAD_DIM + 8)
 
-extern "C" __global__ void __launch_bounds__(PWARPS * 32) prefill_attention(
+__device__ __forceinline__ void mma_bf16(float* c, const unsigned int* a, unsigned int b0,
+                                         unsigned int b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+        "{%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ unsigned int pack2(float lo, float hi) {
+    return (unsigned int)f2bf(lo) | ((unsigned int)f2bf(hi) << 16);
+}
+
+extern "C" __global__ void __launch_bounds__(MWARPS * 32) prefill_attention(
     const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
     bf16_t* __restrict__ y, const unsigned int* __restrict__ start, int T, int nh, int nkv,
     long long k_batch, long long k_head, int offset, float scale)
 {
-    __shared__ unsigned int ks[PKT * KSTRIDE];
-    __shared__ __align__(16) unsigned int vs[PKT * KWORDS];
-    __shared__ __align__(16) float qs[PQ_TILE * HEAD_DIM];
-    const int q0 = blockIdx.x * PQ_TILE, h = blockIdx.y, b = blockIdx.z;
+    __shared__ __align__(16) bf16_t ks[MKT * SROW];
+    __shared__ __align__(16) bf16_t vs[MKT * SROW];
+    const int q0 = blockIdx.x * MQT, h = blockIdx.y, b = blockIdx.z;
     const int kvh = h / (nh / nkv);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int g = lane >> 2, tq = lane & 3;
     const int st = (int)start[b];
     const bf16_t* qb = q + ((long long)b * nh + h) * T * HEAD_DIM;
-    for (int e = threadIdx.x; e < PQ_TILE * HEAD_DIM; e += blockDim.x) {
-        const int qi = q0 + e / HEAD_DIM;
-        qs[e] = qi < T ? bf2f(qb[(long long)q0 * HEAD_DIM + e]) * scale : 0.f;
+    // This thread's two query rows (of the warp's 16) and their cache columns.
+    const int r0 = q0 + warp * MQ + g, r1 = r0 + 8;
+    const int c0 = offset + r0, c1 = offset + r1;
+    unsigned int qa[HEAD_DIM / 16][4];
+    #pragma unroll
+    for (int kc = 0; kc < HEAD_DIM / 16; kc++) {
+        const int d = kc * 16 + tq * 2;
+        qa[kc][0] = r0 < T ? *reinterpret_cast<const unsigned int*>(qb + (long long)r0 * HEAD_DIM + d) : 0u;
+        qa[kc][1] = r1 < T ? *reinterpret_cast<const unsigned int*>(qb + (long long)r1 * HEAD_DIM + d) : 0u;
+        qa[kc][2] = r0 < T ? *reinterpret_cast<const unsigned int*>(qb + (long long)r0 * HEAD_DIM + d + 8) : 0u;
+        qa[kc][3] = r1 < T ? *reinterpret_cast<const unsigned int*>(qb + (long long)r1 * HEAD_DIM + d + 8) : 0u;
     }
     const bf16_t* kb = k + b * k_batch + kvh * k_head;
     const bf16_t* vb = v + b * k_batch + kvh * k_head;
     // The block's queries sit at columns offset + q0 .. last; padding queries need their own key.
-    const int last = offset + min(q0 + PQ_TILE, T) - 1;
+    const int last = offset + min(q0 + MQT, T) - 1;
     const int first = min(st, offset + q0);
-    float m[PQ], l[PQ], acc[PQ][PER];
+    float o[HEAD_DIM / 8][4];
     #pragma unroll
-    for (int p = 0; p < PQ; p++) {
-        m[p] = NEG_INF;
-        l[p] = 0.f;
-        #pragma unroll
-        for (int i = 0; i < PER; i++) acc[p][i] = 0.f;
-    }
-    for (int k0 = first; k0 <= last; k0 += PKT) {
+    for (int n = 0; n < HEAD_DIM / 8; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f;
+    const unsigned int vs_base = (unsigned int)__cvta_generic_to_shared(vs);
+    for (int k0 = first; k0 <= last; k0 += MKT) {
         __syncthreads();
-        for (int e = threadIdx.x; e < PKT * KWORDS; e += blockDim.x) {
-            const int r = e / KWORDS, w = e % KWORDS, j = k0 + r;
-            unsigned int kw = 0, vw = 0;
+        for (int e = threadIdx.x; e < MKT * HEAD_DIM / 8; e += blockDim.x) {
+            const int r = e / (HEAD_DIM / 8), c8 = e % (HEAD_DIM / 8), j = k0 + r;
+            uint4 kw = make_uint4(0, 0, 0, 0), vw = make_uint4(0, 0, 0, 0);
             if (j <= last) {
-                kw = reinterpret_cast<const unsigned int*>(kb + (long long)j * HEAD_DIM)[w];
-                vw = reinterpret_cast<const unsigned int*>(vb + (long long)j * HEAD_DIM)[w];
+                kw = reinterpret_cast<const uint4*>(kb + (long long)j * HEAD_DIM)[c8];
+                vw = reinterpret_cast<const uint4*>(vb + (long long)j * HEAD_DIM)[c8];
             }
-            ks[r * KSTRIDE + w] = kw;
-            vs[r * KWORDS + w] = vw;
+            *reinterpret_cast<uint4*>(ks + r * SROW + c8 * 8) = kw;
+            *reinterpret_cast<uint4*>(vs + r * SROW + c8 * 8) = vw;
         }
         __syncthreads();
-        float sc[PQ];
+        // Scores of the warp's 16 queries against the tile's keys: MKT / 8 blocks of 8 keys.
+        float sc[MKT / 8][4];
         #pragma unroll
-        for (int p = 0; p < PQ; p++) sc[p] = 0.f;
-        const float* qw = qs + warp * PQ * HEAD_DIM;
-        #pragma unroll 8
-        for (int w = 0; w < KWORDS; w++) {
-            const unsigned int kw = ks[lane * KSTRIDE + w];
-            const float ka = __uint_as_float(kw << 16), kz = __uint_as_float(kw & 0xffff0000u);
+        for (int nb = 0; nb < MKT / 8; nb++) {
+            sc[nb][0] = sc[nb][1] = sc[nb][2] = sc[nb][3] = 0.f;
             #pragma unroll
-            for (int p = 0; p < PQ; p++) {
-                const float2 qq = reinterpret_cast<const float2*>(qw + p * HEAD_DIM)[w];
-                sc[p] += qq.x * ka + qq.y * kz;
+            for (int kc = 0; kc < HEAD_DIM / 16; kc++) {
+                const bf16_t* kr = ks + (nb * 8 + g) * SROW + kc * 16 + tq * 2;
+                mma_bf16(sc[nb], qa[kc], *reinterpret_cast<const unsigned int*>(kr),
+                         *reinterpret_cast<const unsigned int*>(kr + 8));
             }
         }
-        const int j = k0 + lane;
-        float pe[PQ];
+        float mx0 = NEG_INF, mx1 = NEG_INF;
         #pragma unroll
-        for (int p = 0; p < PQ; p++) {
-            const int qi = q0 + warp * PQ + p, qc = offset + qi;
-            const bool ok = qi < T && j <= qc && (qc < st ? j == qc : j >= st);
-            const float s = ok ? sc[p] : NEG_INF;
-            float mx = s;
+        for (int nb = 0; nb < MKT / 8; nb++) {
             #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-            const float mn = fmaxf(m[p], mx);
-            if (mn == NEG_INF) {  // nothing visible yet
-                pe[p] = 0.f;
-                continue;
+            for (int e = 0; e < 2; e++) {
+                const int j = k0 + nb * 8 + tq * 2 + e;
+                const bool ok0 = r0 < T && j <= c0 && (c0 < st ? j == c0 : j >= st);
+                const bool ok1 = r1 < T && j <= c1 && (c1 < st ? j == c1 : j >= st);
+                sc[nb][e] = ok0 ? sc[nb][e] * scale : NEG_INF;
+                sc[nb][2 + e] = ok1 ? sc[nb][2 + e] * scale : NEG_INF;
+                mx0 = fmaxf(mx0, sc[nb][e]);
+                mx1 = fmaxf(mx1, sc[nb][2 + e]);
             }
-            const float c = __expf(m[p] - mn);
-            pe[p] = ok ? __expf(s - mn) : 0.f;
-            l[p] = l[p] * c + pe[p];
-            #pragma unroll
-            for (int i = 0; i < PER; i++) acc[p][i] *= c;
-            m[p] = mn;
         }
-        const int rows = min(PKT, last - k0 + 1);
-        for (int r = 0; r < rows; r++) {
-            float vr[PER];
-            load_row(reinterpret_cast<const bf16_t*>(vs + r * KWORDS) + lane * PER, vr);
+        #pragma unroll
+        for (int x = 1; x < 4; x <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, x));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, x));
+        }
+        const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+        // A row with nothing visible yet keeps its (empty) state.
+        const float f0 = n0 == NEG_INF ? 1.f : __expf(m0 - n0);
+        const float f1 = n1 == NEG_INF ? 1.f : __expf(m1 - n1);
+        l0 *= f0;
+        l1 *= f1;
+        #pragma unroll
+        for (int nb = 0; nb < MKT / 8; nb++) {
             #pragma unroll
-            for (int p = 0; p < PQ; p++) {
-                const float pj = __shfl_sync(0xffffffffu, pe[p], r);
-                #pragma unroll
-                for (int i = 0; i < PER; i++) acc[p][i] += pj * vr[i];
+            for (int e = 0; e < 2; e++) {
+                sc[nb][e] = n0 == NEG_INF ? 0.f : __expf(sc[nb][e] - n0);
+                sc[nb][2 + e] = n1 == NEG_INF ? 0.f : __expf(sc[nb][2 + e] - n1);
+                l0 += sc[nb][e];
+                l1 += sc[nb][2 + e];
+            }
+        }
+        #pragma unroll
+        for (int n = 0; n < HEAD_DIM / 8; n++) {
+            o[n][0] *= f0; o[n][1] *= f0;
+            o[n][2] *= f1; o[n][3] *= f1;
+        }
+        m0 = n0;
+        m1 = n1;
+        // P V: 16 keys at a time; the values' fragments come transposed from shared memory.
+        #pragma unroll
+        for (int kc = 0; kc < MKT / 16; kc++) {
+            const unsigned int pa[4] = {
+                pack2(sc[2 * kc][0], sc[2 * kc][1]), pack2(sc[2 * kc][2], sc[2 * kc][3]),
+                pack2(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
+                pack2(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+            #pragma unroll
+            for (int n = 0; n < HEAD_DIM / 8; n += 2) {
+                const int mat = lane >> 3;
+                const int row = kc * 16 + (mat & 1) * 8 + (lane & 7);
+                const int col = (n + (mat >> 1)) * 8;
+                const unsigned int addr = vs_base + (unsigned int)((row * SROW + col) * 2);
+                unsigned int r[4];
+                asm volatile(
+                    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                    : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                    : "r"(addr));
+                mma_bf16(o[n], pa, r[0], r[1]);
+                mma_bf16(o[n + 1], pa, r[2], r[3]);
             }
         }
     }
     #pragma unroll
-    for (int p = 0; p < PQ; p++) {
-        const int qi = q0 + warp * PQ + p;
-        float sum = l[p];
-        #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-        if (qi >= T) continue;
-        bf16_t* yp = y + (((long long)b * T + qi) * nh + h) * HEAD_DIM + lane * PER;
-        #pragma unroll
-        for (int i = 0; i < PER; i++) yp[i] = f2bf(acc[p][i] / sum);
+    for (int x = 1; x < 4; x <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, x);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, x);
+    }
+    #pragma unroll
+    for (int n = 0; n < HEAD_DIM / 8; n++) {
+        const int d = n * 8 + tq * 2;
+        if (r0 < T)
+            *reinterpret_cast<unsigned int*>(y + (((long long)b * T + r0) * nh + h) * HEAD_DIM + d) =
+                pack2(o[n][0] / l0, o[n][1] / l0);
+        if (r1 < T)
+            *reinterpret_cast<unsigned int*>(y + (((long long)b * T + r1) * nh + h) * HEAD_DIM + d) =
+                pack2(o[n][2] / l1, o[n][3] / l1);
     }
 }

@@ -1,5 +1,6 @@
-//! Fused decode attention on CUDA: one pass over each sequence's cached keys and values with an
-//! online softmax, for the decode step (one query per sequence).
+//! Fused attention on CUDA: for the decode step (one query per sequence), one pass over each
+//! sequence's cached keys and values with an online softmax; for a prompt, causal attention of its
+//! queries on the tensor cores ([`prefill_attention`]).
 //!
 //! Matrix products over the cache would run one matrix–vector product per (sequence, head), a
 //! shape cuBLAS serves poorly, plus a mask addition and a softmax each reading and writing the
@@ -197,8 +198,8 @@ struct PrefillAttention<'a> {
     scale: f32,
 }
 
-/// Queries each block of the prompt kernel takes (`PQ_TILE` in the source).
-const PREFILL_QUERIES: usize = 32;
+/// Queries each block of the prompt kernel takes (`MQT` in the source), 16 a warp.
+const PREFILL_QUERIES: usize = 64;
 
 impl CustomOp3 for PrefillAttention<'_> {
     fn name(&self) -> &'static str {
@@ -264,7 +265,7 @@ impl CustomOp3 for PrefillAttention<'_> {
         let offset = self.offset as i32;
         let cfg = LaunchConfig {
             grid_dim: (t.div_ceil(PREFILL_QUERIES) as u32, nh as u32, b as u32),
-            block_dim: (256, 1, 1),
+            block_dim: (PREFILL_QUERIES as u32 / 16 * 32, 1, 1),
             shared_mem_bytes: 0,
         };
         with_slice::<u32, _>(self.start, |start, _| {
