@@ -25,19 +25,24 @@ impl Linear {
         }
     }
 
-    /// `x [.., in] @ w[out, in]^T`, as one 2-D matrix product over all leading dimensions.
+    /// `x [.., in] @ w[out, in]^T`, as one 2-D matrix product over all leading dimensions. The
+    /// products of a decode step (`x [B, 1, in]`, one position per sequence) go through
+    /// [`crate::cuda::gemm`] on CUDA; prompts keep candle's cuBLAS call, whose choice serves
+    /// their many rows well and costs no timing for each new prompt length.
     pub fn dense(x: &Tensor, w: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let k = dims[dims.len() - 1];
         let rows: usize = dims[..dims.len() - 1].iter().product();
+        let one_position = dims.len() >= 3 && dims[dims.len() - 2] == 1;
         let x = x.reshape((rows, k))?;
         #[cfg(feature = "cuda")]
-        if crate::cuda::gemm::applies(&x, w) {
+        if one_position && crate::cuda::gemm::applies(&x, w) {
             let mut out = dims;
             *out.last_mut()
                 .expect("x has a last dimension; this is a bug") = w.dim(0)?;
             return crate::cuda::gemm::linear(&x, w)?.reshape(out);
         }
+        let _ = one_position;
         let y = x.matmul(&w.t()?)?;
         let mut out = dims;
         *out.last_mut()

@@ -2,13 +2,14 @@
 //! timing.
 //!
 //! A decode step multiplies 64–512 rows by every weight matrix: skinny products that only have to
-//! read the weights once, at memory speed. cuBLAS's default choice for them reads the weights at
-//! 60–75% of the H100's bandwidth (too few output tiles for 132 SMs). Here, the first product of
-//! each shape `(rows, out, in)` on a GPU asks cuBLASLt for its candidate algorithms (split-K ones
-//! included, with a 32 MiB workspace), times each on the real operands (with the L2 cache emptied
-//! before each run, as in a decode step, where every product finds its weights in memory), and
-//! keeps the fastest for the rest of the process. Larger products (prefill) stay with candle's
-//! cuBLAS call.
+//! read the weights once, at memory speed, and that cuBLAS's default choice reads at 2.0–2.5 TB/s
+//! on an H100 (at most ~3.1). Here, the first product of each shape `(rows, out, in)` on a GPU asks
+//! cuBLASLt for its candidate algorithms (split-K ones included, with a 32 MiB workspace), times
+//! each on the real operands (eight runs, with the L2 cache emptied before each, as in a decode
+//! step, where every product finds its weights in memory), and keeps the fastest for the rest of
+//! the process. The timing costs some tens of milliseconds once per shape and GPU: a decode step
+//! has five shapes per batch size. Prompts (many rows, a new shape for each prompt length) stay
+//! with candle's cuBLAS call ([`crate::model::Linear::dense`]).
 //!
 //! `WATTBENCH_GEMM=cublas` (or `WATTBENCH_KERNELS=candle`) turns this off, for comparisons.
 
