@@ -3,7 +3,7 @@
 //! each timing ending when the device has delivered the sampled tokens.
 
 use crate::error::EngineError;
-use crate::model::{mask, positions, KvCache, Llama};
+use crate::model::{positions, KvCache, Llama};
 use crate::sampling::Sampler;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -239,7 +239,6 @@ fn generate_steps(
         .forward(
             &tokens,
             &positions(&pads, longest, 0, &m.device)?,
-            &mask(&pads, longest, 0, &m.device)?,
             &pads,
             &mut cache,
             0,
@@ -278,7 +277,6 @@ fn generate_steps(
                         .forward(
                             &next.reshape((b, 1))?,
                             &positions(&pads, 1, offset, &m.device)?,
-                            &mask(&pads, 1, offset, &m.device)?,
                             &pads,
                             &mut cache,
                             offset,

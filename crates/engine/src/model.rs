@@ -445,35 +445,56 @@ impl Llama {
     }
 
     /// Runs `tokens [B, T]` at `positions [B, T]` (rotary positions), writing keys and values at
-    /// cache columns `offset..offset + T`, with `mask [B, 1, T, offset + T]` added to the
-    /// attention scores; `pads[b]` is the number of padding columns before sequence `b` (the same
-    /// padding the mask hides). Returns the logits of the last column, `[B, vocab]`, in f32.
-    #[allow(clippy::too_many_arguments)]
+    /// cache columns `offset..offset + T`; `pads[b]` is the number of padding columns before
+    /// sequence `b`, which no real token attends to ([`mask`]). Returns the logits of the last
+    /// column, `[B, vocab]`, in f32.
     pub fn forward(
         &self,
         tokens: &Tensor,
         positions: &Tensor,
-        mask: &Tensor,
         pads: &[usize],
         cache: &mut KvCache,
         offset: usize,
     ) -> Result<Tensor> {
-        let b = tokens.dim(0)?;
-        // The fused attention kernels skip each sequence's padding instead of masking it.
+        let (b, t) = tokens.dims2()?;
+        // The fused attention kernels skip each sequence's padding instead of masking it; the
+        // mask (B * T * (offset + T) values) is built only for attention through matrix products.
         let starts = if self.kernels {
             let s: Vec<u32> = pads.iter().map(|&p| p as u32).collect();
             Some(Tensor::from_vec(s, b, &self.device)?)
         } else {
             None
         };
+        let masked = if self.fused_attention(t) {
+            None
+        } else {
+            Some(mask(pads, t, offset, &self.device)?)
+        };
         self.forward_at(
             tokens,
             positions,
-            Some(mask),
+            masked.as_ref(),
             starts.as_ref(),
             cache,
             Column::Host(offset),
         )
+    }
+
+    /// Whether the engine's attention kernels serve a forward pass of `t` tokens per sequence
+    /// (as [`Llama::forward_at`] decides: CUDA kernels on, head dimension 64 or 128, and for
+    /// prompts unless `WATTBENCH_PREFILL_ATTENTION=matmul`).
+    fn fused_attention(&self, t: usize) -> bool {
+        #[cfg(feature = "cuda")]
+        {
+            self.kernels
+                && matches!(self.cfg.head_dim(), 64 | 128)
+                && (t == 1 || crate::cuda::attention::prefill_fused())
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = t;
+            false
+        }
     }
 
     /// One decode step, `tokens [B, 1]` at `positions [B, 1]`, at the cache column `col` held

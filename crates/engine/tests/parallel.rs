@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use std::sync::Arc;
-use wattbench_engine::model::{mask, positions, KvCache, Llama};
+use wattbench_engine::model::{positions, KvCache, Llama};
 use wattbench_engine::parallel::{generate_sharded, AllReduce, LocalGroup, Shard};
 use wattbench_engine::*;
 use wattbench_workload::hub::Hub;
@@ -113,7 +113,6 @@ fn same_as_unsharded(full: &LoadedModel, worlds: &[usize]) {
         m.forward(
             &tokens,
             &positions(&pads, 13, 0, dev).unwrap(),
-            &mask(&pads, 13, 0, dev).unwrap(),
             &pads,
             &mut cache,
             0,

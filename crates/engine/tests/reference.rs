@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
-use wattbench_engine::model::{mask, positions, KvCache};
+use wattbench_engine::model::{positions, KvCache};
 use wattbench_engine::*;
 use wattbench_workload::hub::Hub;
 use wattbench_workload::sample::SplitMix64;
@@ -240,7 +240,6 @@ fn logits_match_the_reference_forward_in_prefill_decode_and_padded_batches() {
         .forward(
             &tokens,
             &positions(&pads, t, 0, &Device::Cpu).unwrap(),
-            &mask(&pads, t, 0, &Device::Cpu).unwrap(),
             &pads,
             &mut cache,
             0,
@@ -265,7 +264,6 @@ fn logits_match_the_reference_forward_in_prefill_decode_and_padded_batches() {
         .forward(
             &step,
             &positions(&pads, 1, t, &Device::Cpu).unwrap(),
-            &mask(&pads, 1, t, &Device::Cpu).unwrap(),
             &pads,
             &mut cache,
             t,

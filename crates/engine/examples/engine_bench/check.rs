@@ -2,7 +2,7 @@
 
 use crate::{arg, load};
 use candle_core::{DType, Device, Tensor, D};
-use wattbench_engine::model::{argmax, mask, positions, KvCache};
+use wattbench_engine::model::{argmax, positions, KvCache};
 use wattbench_engine::sampling::{top_p_mask, Sampler};
 use wattbench_workload::sample::SplitMix64;
 
@@ -248,7 +248,6 @@ fn model(args: &[String]) -> Res<serde_json::Value> {
         let mut logits = vec![m.forward(
             &tokens,
             &positions(&pads, longest, 0, &device)?,
-            &mask(&pads, longest, 0, &device)?,
             &pads,
             &mut cache,
             0,
@@ -262,7 +261,6 @@ fn model(args: &[String]) -> Res<serde_json::Value> {
             logits.push(m.forward(
                 &input,
                 &positions(&pads, 1, offset, &device)?,
-                &mask(&pads, 1, offset, &device)?,
                 &pads,
                 &mut cache,
                 offset,

@@ -29,9 +29,9 @@ pub fn run(
         (b, t),
         &dev,
     )?;
-    let (pos, msk) = (positions(&pads, t, 0, &dev)?, mask(&pads, t, 0, &dev)?);
+    let pos = positions(&pads, t, 0, &dev)?;
     let (whole, _) = timed(reps, &dev, || {
-        let l = m.forward(&prompt, &pos, &msk, &pads, cache, 0)?;
+        let l = m.forward(&prompt, &pos, &pads, cache, 0)?;
         sampler.sample(&l)?;
         Ok(())
     })?;
@@ -62,7 +62,7 @@ pub fn run(
     let q = rand(&[b, nh, t, hd])?;
     let kc = rand(&[b, nkv, t + 1, hd])?.narrow(2, 0, t)?;
     let vc = rand(&[b, nkv, t + 1, hd])?.narrow(2, 0, t)?;
-    let mb = msk.to_dtype(m.dtype)?;
+    let mb = mask(&pads, t, 0, &dev)?.to_dtype(m.dtype)?;
     // Attention over a prompt through matrix products, an additive mask and a softmax (the path
     // without the engine's kernels), and through the engine's kernel.
     let (attention, _) = timed(reps, &dev, || {

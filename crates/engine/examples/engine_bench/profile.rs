@@ -10,7 +10,7 @@
 use crate::{arg, load};
 use candle_core::Tensor;
 use std::time::Instant;
-use wattbench_engine::model::{mask, positions, GateUp, KvCache, Linear, Qkv};
+use wattbench_engine::model::{positions, GateUp, KvCache, Linear, Qkv};
 use wattbench_engine::sampling::Sampler;
 
 pub(crate) type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -44,16 +44,15 @@ pub fn run(args: &[String]) -> Res<()> {
     let mut cache = KvCache::new(m, b, at + reps + 4)?;
     let input = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), (b, 1), &dev)?;
     let pos = positions(&pads, 1, at, &dev)?;
-    let msk = mask(&pads, 1, at, &dev)?;
     let mut sampler = Sampler::new(0.8, 0.95, 0, &dev)?;
-    let logits = m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+    let logits = m.forward(&input, &pos, &pads, &mut cache, at)?;
     let (step, step_host) = timed(reps, &dev, || {
-        let l = m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+        let l = m.forward(&input, &pos, &pads, &mut cache, at)?;
         sampler.sample(&l)?;
         Ok(())
     })?;
     let (fwd, fwd_host) = timed(reps, &dev, || {
-        m.forward(&input, &pos, &msk, &pads, &mut cache, at)?;
+        m.forward(&input, &pos, &pads, &mut cache, at)?;
         Ok(())
     })?;
     let (sample, _) = timed(reps, &dev, || {
