@@ -3,12 +3,14 @@
 # LLaMA-shaped random bf16 weights, prompts of 128 random tokens, exactly 256 new tokens,
 # temperature 0.8, top-p 0.95; energy from the NVML counter. Also checks that CPU and CUDA give
 # the same greedy tokens for a SmolLM2-shaped synthetic model over 32 steps.
-# Usage: bench/engine_vs_hf.sh OUTDIR [PEER_MODES]     PEER_MODES: eager (default), "eager static"
+# Usage: bench/engine_vs_hf.sh OUTDIR [PEERS]
+#   PEERS: items SIZE:MODE:BATCHES for hf_peer.py, default "7b:static:64,256 13b:eager:64";
+#   a bare MODE (eager, static) means 7b:MODE:64.
 # Needs: an NVIDIA GPU, python3 with torch, transformers and pynvml, and the engine_bench example
 # built with CUDA in $ENGINE_BENCH (default target/release/examples/engine_bench).
 set -euo pipefail
-out=${1:?usage: engine_vs_hf.sh OUTDIR [PEER_MODES]}
-modes=${2:-eager}
+out=${1:?usage: engine_vs_hf.sh OUTDIR [PEERS]}
+peers=${2:-7b:static:64,256 13b:eager:64}
 here=$(cd "$(dirname "$0")" && pwd)
 eb=${ENGINE_BENCH:-target/release/examples/engine_bench}
 mkdir -p "$out"
@@ -26,6 +28,10 @@ PY
 
 "$eb" --model synthetic:llama-7b --device cuda --batch 64,256 | tee -a "$out/engine.jsonl"
 "$eb" --model synthetic:llama-13b --device cuda --batch 64 | tee -a "$out/engine.jsonl"
-for m in $modes; do
-  OUT="$out" python3 "$here/hf_peer.py" 7b "$m" 64
+for p in $peers; do
+  case "$p" in
+    *:*:*) IFS=: read -r size mode batches <<< "$p" ;;
+    *) size=7b; mode=$p; batches=64 ;;
+  esac
+  OUT="$out" python3 "$here/hf_peer.py" "$size" "$mode" "$batches"
 done
