@@ -307,10 +307,9 @@ impl CustomOp2 for Linear {
         };
         run(&algo)?;
         drop((_x, _w, _y, _ws));
-        if g.plans[&key].algo.is_none() {
-            if let Some(p) = g.plans.get_mut(&key) {
-                p.algo = Some(algo);
-            }
+        // The plan exists (inserted above); it keeps the choice for the rest of the process.
+        if let Some(p) = g.plans.get_mut(&key) {
+            p.algo = Some(algo);
         }
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev),
