@@ -6,7 +6,6 @@ extern "C" __global__ void add_rms_norm(
     const bf16_t* __restrict__ x, const bf16_t* __restrict__ r, const bf16_t* __restrict__ w,
     bf16_t* __restrict__ out, int rows, int n, float eps)
 {
-    let_dependents_start();
     __shared__ float red[32];
     const long long row = blockIdx.x;
     const bf16_t* xp = x + row * n;
@@ -31,7 +30,6 @@ extern "C" __global__ void add_rms_norm_v8(
     const bf16_t* __restrict__ x, const bf16_t* __restrict__ r, const bf16_t* __restrict__ w,
     bf16_t* __restrict__ out, int rows, int n, float eps)
 {
-    let_dependents_start();
     __shared__ float red[32];
     const long long row = blockIdx.x;
     const int n8 = n / 8;
@@ -67,7 +65,6 @@ extern "C" __global__ void add_rms_norm_v8(
 extern "C" __global__ void silu_mul(const bf16_t* __restrict__ y, bf16_t* __restrict__ out,
                                     long long total, int f)
 {
-    let_dependents_start();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const long long row = i / f;
@@ -83,7 +80,6 @@ extern "C" __global__ void silu_mul(const bf16_t* __restrict__ y, bf16_t* __rest
 extern "C" __global__ void silu_mul_v8(const bf16_t* __restrict__ y, bf16_t* __restrict__ out,
                                        long long total8, int f8)
 {
-    let_dependents_start();
     const uint4* yv = reinterpret_cast<const uint4*>(y);
     uint4* ov = reinterpret_cast<uint4*>(out);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total8;

@@ -45,28 +45,13 @@ pub fn prepare(dev: &CudaDevice) -> Result<()> {
 }
 
 /// Kernel `name` of the module `module` (source `source` with `defines`) on `dev`'s GPU:
-/// compiled on first use in the process for the GPU's generation (sm_90, Hopper, where the GPU
-/// has it, so that kernels can let programmatic dependents start; else sm_80, Ampere), loaded on
-/// first use on each GPU.
+/// compiled on first use in the process, loaded on first use on each GPU.
 pub(crate) fn function(
     dev: &CudaDevice,
     module: &str,
     source: &str,
     defines: &[String],
     name: &str,
-) -> Result<CudaFunction> {
-    function_for(dev, module, source, defines, name, None)
-}
-
-/// [`function`] for the virtual architecture `arch` (such as `compute_90a`), for kernels that need
-/// a newer GPU (the caller checks that the GPU has it), or for the GPU's generation (`None`).
-pub(crate) fn function_for(
-    dev: &CudaDevice,
-    module: &str,
-    source: &str,
-    defines: &[String],
-    name: &str,
-    arch: Option<&'static str>,
 ) -> Result<CudaFunction> {
     type Key = (String, String, usize);
     static PTX: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
@@ -78,27 +63,24 @@ pub(crate) fn function_for(
     if let Some(f) = funcs.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
         return Ok(f.clone());
     }
-    let hopper = ctx.compute_capability().is_ok_and(|(major, _)| major >= 9);
-    let arch = arch.unwrap_or(if hopper { "compute_90" } else { "compute_80" });
-    let ptx_key = format!("{module}@{arch}");
     let ptx = {
         let mut cache = PTX
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if !cache.contains_key(&ptx_key) {
+        if !cache.contains_key(module) {
             let opts = cudarc::nvrtc::CompileOptions {
                 options: defines.to_vec(),
-                arch: Some(arch),
+                arch: Some("compute_80"),
                 ..Default::default()
             };
             let src = format!("{COMMON}\n{source}");
             let p = cudarc::nvrtc::compile_ptx_with_opts(src, opts).map_err(|e| {
                 candle_core::Error::Msg(format!("compiling the {module} kernels: {e}"))
             })?;
-            cache.insert(ptx_key.clone(), p.to_src());
+            cache.insert(module.to_string(), p.to_src());
         }
-        cache[&ptx_key].clone()
+        cache[module].clone()
     };
     let f = ctx
         .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
