@@ -4,7 +4,7 @@
 //! with one kernel; arithmetic is in f32 with one rounding to bf16 per output. And the move of a
 //! decode step replayed from a CUDA graph to its next cache column ([`next_column`]).
 
-use super::{driver, function, with_slice};
+use super::{driver, function, with_slice, Launch};
 use crate::model::Column;
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -81,7 +81,12 @@ impl CustomOp3 for AddRmsNorm {
         let r = rs.as_cuda_slice::<bf16>()?.slice(rl.start_offset()..);
         let w = ws.as_cuda_slice::<bf16>()?.slice(wl.start_offset()..);
         // SAFETY: the kernel writes all 2 * rows * n elements.
-        let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(2 * rows * n) })?;
+        let capt = super::capture::begin(&dev.cuda_stream());
+        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
+        let out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(2 * rows * n) })?;
+        if let (Some(c), Some(p)) = (&capt, prev) {
+            super::capture::programmatic(c, p);
+        }
         let (rows_i, n_i) = (rows as i32, n as i32);
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
@@ -92,17 +97,19 @@ impl CustomOp3 for AddRmsNorm {
             ),
             shared_mem_bytes: 0,
         };
-        let stream = dev.cuda_stream();
-        let mut b = stream.launch_builder(&func);
-        b.arg(&x)
-            .arg(&r)
-            .arg(&w)
-            .arg(&mut out)
-            .arg(&rows_i)
-            .arg(&n_i)
-            .arg(&self.eps);
+        let mut l = Launch::new(&func, &dev);
+        l.slice(&x)
+            .slice(&r)
+            .slice(&w)
+            .slice(&out)
+            .value(rows_i)
+            .value(n_i)
+            .value(self.eps);
         // SAFETY: the arguments match the kernel; one block per row of n elements.
-        driver(unsafe { b.launch(cfg) })?;
+        unsafe { l.launch(cfg) }?;
+        if let Some(c) = capt {
+            super::capture::end(c);
+        }
         let mut dims = vec![2];
         dims.extend_from_slice(xl.dims());
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
@@ -145,18 +152,25 @@ impl CustomOp1 for SiluMul {
         let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes all `total` elements.
-        let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(total) })?;
+        let capt = super::capture::begin(&dev.cuda_stream());
+        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
+        let out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(total) })?;
+        if let (Some(c), Some(p)) = (&capt, prev) {
+            super::capture::programmatic(c, p);
+        }
         let (total_i, f_i) = ((total / per) as i64, (f / per) as i32);
         let cfg = LaunchConfig {
             grid_dim: ((total / per).div_ceil(256).clamp(1, 132 * 16) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let stream = dev.cuda_stream();
-        let mut b = stream.launch_builder(&func);
-        b.arg(&y).arg(&mut out).arg(&total_i).arg(&f_i);
+        let mut l = Launch::new(&func, &dev);
+        l.slice(&y).slice(&out).value(total_i).value(f_i);
         // SAFETY: the arguments match the kernel; the grid-stride loop stays below `total`.
-        driver(unsafe { b.launch(cfg) })?;
+        unsafe { l.launch(cfg) }?;
+        if let Some(c) = capt {
+            super::capture::end(c);
+        }
         let mut dims = yl.dims().to_vec();
         *dims.last_mut().expect("checked above") = f;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
@@ -234,7 +248,12 @@ impl CustomOp1 for QkvSplit<'_> {
         let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes every query element.
-        let mut q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
+        let capt = super::capture::begin(&dev.cuda_stream());
+        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
+        let q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
+        if let (Some(c), Some(p)) = (&capt, prev) {
+            super::capture::programmatic(c, p);
+        }
         let ints = [t as i32, nh as i32, nkv as i32, hd as i32];
         let (c_head, c_batch) = ((cap * hd) as i64, (nkv * cap * hd) as i64);
         let (offset, col) = match self.column {
@@ -254,25 +273,27 @@ impl CustomOp1 for QkvSplit<'_> {
                 with_slice::<u32, _>(self.positions, |pos, _| {
                     with_slice::<bf16, _>(self.k_cache, |kc, _| {
                         with_slice::<bf16, _>(self.v_cache, |vc, _| {
-                            let stream = dev.cuda_stream();
-                            let mut l = stream.launch_builder(&func);
-                            l.arg(&y).arg(cos).arg(sin).arg(pos).arg(&mut q);
+                            let mut l = Launch::new(&func, &dev);
+                            l.slice(&y).slice(cos).slice(sin).slice(pos).slice(&q);
                             // The caches are written through their device pointers: the engine
                             // runs on one stream and holds no other view of these columns.
-                            l.arg(kc).arg(vc).arg(&col);
-                            for i in &ints {
-                                l.arg(i);
+                            l.slice(kc).slice(vc).value(col);
+                            for i in ints {
+                                l.value(i);
                             }
-                            l.arg(&c_batch).arg(&c_head).arg(&offset).arg(&interleaved);
-                            l.arg(&rows);
+                            l.value(c_batch).value(c_head).value(offset).value(interleaved);
+                            l.value(rows);
                             // SAFETY: the arguments match the kernel; shapes were checked above,
                             // so every write stays inside q and the caches.
-                            driver(unsafe { l.launch(cfg) }).map(|_| ())
+                            unsafe { l.launch(cfg) }
                         })
                     })
                 })
             })
         })?;
+        if let Some(c) = capt {
+            super::capture::end(c);
+        }
         Ok((
             CudaStorage::wrap_cuda_slice(q, dev),
             Shape::from((b, nh, t, hd)),
