@@ -107,23 +107,16 @@ pub fn run(args: &[String]) -> Res<()> {
             true,
         ),
     ];
-    // With the engine's choice of products (the timed choice among its own kernel and cuBLASLt's
-    // algorithms, where it applies), with cuBLASLt's alone, and with candle's cuBLAS call.
-    use wattbench_engine::cuda::gemm::{route, set_route, Route};
-    let chosen = route();
-    let routes = [
-        ("ms", chosen),
-        ("own_ms", Route::Own),
-        ("lt_ms", Route::Lt),
-        ("cublas_ms", Route::Cublas),
-    ];
+    // With the engine's choice of products (cuBLASLt with a timed algorithm, where it applies),
+    // and with candle's cuBLAS call.
+    let lt = wattbench_engine::cuda::gemm::enabled();
     for (kind, pick, wide) in kinds {
         let ws: Vec<&Tensor> = m.layers.iter().filter_map(pick).collect();
         let x = if wide { &a } else { &h };
         let gb: f64 = ws.iter().map(|w| bytes(w)).sum::<f64>() / 1e9;
         let mut entry = serde_json::Map::new();
-        for (way, r) in routes {
-            set_route(r);
+        for (way, on) in [("ms", lt), ("cublas_ms", false)] {
+            wattbench_engine::cuda::gemm::set_enabled(on);
             let (ms, _) = timed(reps, &dev, || {
                 for w in &ws {
                     Linear::dense(x, w)?;
@@ -136,22 +129,7 @@ pub fn run(args: &[String]) -> Res<()> {
             }
             entry.insert(way.into(), ms.into());
         }
-        set_route(chosen);
-        // The engine's kernel alone, at each split-K factor it runs this shape with.
-        for splits in [1u32, 2, 3, 4, 6, 8] {
-            let run = |w: &&Tensor| {
-                wattbench_engine::cuda::gemm::own_linear(&x.flatten_to(1)?, w, splits)
-            };
-            if ws.first().is_some_and(|w| run(w).is_ok()) {
-                let (ms, _) = timed(reps, &dev, || {
-                    for w in &ws {
-                        run(w)?;
-                    }
-                    Ok(())
-                })?;
-                entry.insert(format!("own_split_{splits}_ms"), ms.into());
-            }
-        }
+        wattbench_engine::cuda::gemm::set_enabled(lt);
         products.insert(kind.into(), entry.into());
     }
     if let Linear::Dense(w) = &m.lm_head {
@@ -161,20 +139,10 @@ pub fn run(args: &[String]) -> Res<()> {
         })?;
         matmuls += ms;
         let gb = bytes(w) / 1e9;
-        let mut entry = serde_json::Map::new();
-        entry.insert("ms".into(), ms.into());
-        entry.insert("gb_per_s".into(), (gb / ms * 1e3).into());
-        for splits in [1u32, 2] {
-            let x = h.flatten_to(1)?;
-            if wattbench_engine::cuda::gemm::own_linear(&x, w, splits).is_ok() {
-                let (ms, _) = timed(reps, &dev, || {
-                    wattbench_engine::cuda::gemm::own_linear(&x, w, splits)?;
-                    Ok(())
-                })?;
-                entry.insert(format!("own_split_{splits}_ms"), ms.into());
-            }
-        }
-        products.insert("lm_head".into(), entry.into());
+        products.insert(
+            "lm_head".into(),
+            serde_json::json!({ "ms": ms, "gb_per_s": gb / ms * 1e3 }),
+        );
     }
     let (nh, nkv, hd) = (
         m.cfg.num_attention_heads,
@@ -207,12 +175,12 @@ pub fn run(args: &[String]) -> Res<()> {
     }
     // The same step replayed from a CUDA graph, from column `at` on (in the same cache: a second
     // one would not fit beside it at batch 256).
-    // Also with cuBLASLt's products alone and with candle's cuBLAS call.
+    // Also with candle's cuBLAS call for every product.
     let mut graph_step = serde_json::Value::Null;
     if m.kernels() {
         let mut r = serde_json::Map::new();
-        for (way, to) in routes {
-            set_route(to);
+        for (way, on) in [("ms", lt), ("cublas_ms", false)] {
+            wattbench_engine::cuda::gemm::set_enabled(on);
             let first = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), b, &dev)?;
             let g = wattbench_engine::cuda::graph::DecodeGraph::capture(
                 m, &sampler, &mut cache, &first, &pads, at,
@@ -223,7 +191,7 @@ pub fn run(args: &[String]) -> Res<()> {
                 r.insert("host_ms".into(), host.into());
             }
         }
-        set_route(chosen);
+        wattbench_engine::cuda::gemm::set_enabled(lt);
         graph_step = r.into();
     }
     println!(

@@ -28,8 +28,6 @@ extern "C" __global__ void decode_attention(
     const unsigned int* __restrict__ col, int nh, int nkv, long long k_batch, long long k_head,
     int len, float scale)
 {
-    let_dependents_start();
-    wait_for_previous();
     // A step replayed from a CUDA graph reads its cache column from the device: keys 0..col.
     if (col) len = min(len, (int)col[0] + 1);
     const int h = blockIdx.x, b = blockIdx.y;

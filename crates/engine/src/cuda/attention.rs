@@ -102,12 +102,7 @@ impl CustomOp3 for DecodeAttention<'_> {
         let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
         let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
         // SAFETY: every element of `y` is written by the kernel before it is read.
-        let cap = super::capture::begin(&dev.cuda_stream());
-        let prev = cap.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
-        let y = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * hd) })?;
-        if let (Some(c), Some(p)) = (&cap, prev) {
-            super::capture::programmatic(c, p);
-        }
+        let mut y = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * hd) })?;
         let (nh_i, nkv_i, len_i) = (nh as i32, nkv as i32, len as i32);
         let (k_batch, k_head) = (ks_[0] as i64, ks_[1] as i64);
         let cfg = LaunchConfig {
@@ -120,26 +115,25 @@ impl CustomOp3 for DecodeAttention<'_> {
             None => 0u64,
         };
         with_slice::<u32, _>(self.start, |start, _| {
-            let mut l = super::Launch::new(&func, &dev);
-            l.slice(&q)
-                .slice(&k)
-                .slice(&v)
-                .slice(&y)
-                .slice(start)
-                .value(col)
-                .value(nh_i)
-                .value(nkv_i)
-                .value(k_batch)
-                .value(k_head)
-                .value(len_i)
-                .value(self.scale);
+            let stream = dev.cuda_stream();
+            let mut builder = stream.launch_builder(&func);
+            builder
+                .arg(&q)
+                .arg(&k)
+                .arg(&v)
+                .arg(&mut y)
+                .arg(start)
+                .arg(&col)
+                .arg(&nh_i)
+                .arg(&nkv_i)
+                .arg(&k_batch)
+                .arg(&k_head)
+                .arg(&len_i)
+                .arg(&self.scale);
             // SAFETY: the arguments match the kernel's signature; the grid covers (head,
             // sequence) and every index stays inside the tensors checked above.
-            unsafe { l.launch(cfg) }
+            driver(unsafe { builder.launch(cfg) }).map(|_| ())
         })?;
-        if let Some(c) = cap {
-            super::capture::end(c);
-        }
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev),
             Shape::from((b, nh, 1, hd)),

@@ -48,20 +48,3 @@ __device__ __forceinline__ uint4 pack8(const float* f) {
     for (int i = 0; i < 4; i++) w[i] = (unsigned int)f2bf(f[2 * i]) | ((unsigned int)f2bf(f[2 * i + 1]) << 16);
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
-
-// Lets the kernels queued after this one as programmatic dependents start launching: they wait
-// for this one's end (griddepcontrol.wait) before they read what it writes. Hopper and later;
-// nothing on earlier GPUs.
-__device__ __forceinline__ void let_dependents_start() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-// Waits until the kernel this one was queued after as a programmatic dependent has finished and
-// its writes are visible (at once when it was queued normally). Hopper and later.
-__device__ __forceinline__ void wait_for_previous() {
-#if __CUDA_ARCH__ >= 900
-    asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}

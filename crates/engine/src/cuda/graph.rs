@@ -18,8 +18,7 @@ use crate::model::{positions, KvCache, Llama};
 use crate::sampling::Sampler;
 use candle_core::{Device, Result, Tensor};
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::sys;
-use std::sync::Arc;
+use cudarc::driver::CudaGraph;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 /// 0: as `WATTBENCH_CUDA_GRAPHS` says; 1: on; 2: off.
@@ -42,7 +41,7 @@ pub fn set_enabled(on: bool) {
 
 /// One decode step of a batch, captured; each [`DecodeGraph::replay`] runs the next step.
 pub struct DecodeGraph {
-    graph: Captured,
+    graph: CudaGraph,
     /// u32 `[B]`: the tokens the next replay reads, and the tokens it samples, in place.
     tokens: Tensor,
     // Read by the graph's kernels: kept alive as long as the graph.
@@ -88,7 +87,6 @@ impl DecodeGraph {
         super::layer::load_next_column(dev)?;
         m.device.synchronize()?;
         let stream = dev.cuda_stream();
-        super::capture::reset();
         super::driver(
             stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
         )?;
@@ -99,16 +97,10 @@ impl DecodeGraph {
             super::layer::next_column(&col, &pos, Some(&step))
         })();
         // The capture ends whatever happened inside it.
-        let mut raw: sys::CUgraph = std::ptr::null_mut();
-        // SAFETY: the stream is capturing (begun above); the call writes the captured graph.
-        let ended = unsafe { sys::cuStreamEndCapture(stream.cu_stream(), &mut raw) }.result();
+        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
         body?;
-        super::driver(ended)?;
-        if raw.is_null() {
-            candle_core::bail!("the captured decode step is empty");
-        }
-        let graph = Captured::new(raw, stream.clone())?;
-        let _ = CUgraphInstantiate_flags(0);
+        let graph = super::driver(ended)?
+            .ok_or_else(|| candle_core::Error::Msg("the captured decode step is empty".into()))?;
         Ok(DecodeGraph {
             graph,
             tokens,
@@ -121,69 +113,11 @@ impl DecodeGraph {
 
     /// Queues the next decode step.
     pub fn replay(&self) -> Result<()> {
-        self.graph.launch()
+        super::driver(self.graph.launch())
     }
 
     /// The tokens of the last step queued (u32 `[B]`), on the device.
     pub fn tokens(&self) -> &Tensor {
         &self.tokens
     }
-}
-
-/// A captured decode step, with programmatic edges added where they apply ([`relax`]), and its
-/// executable graph.
-struct Captured {
-    graph: sys::CUgraph,
-    exec: sys::CUgraphExec,
-    stream: Arc<cudarc::driver::CudaStream>,
-}
-
-impl Captured {
-    fn new(graph: sys::CUgraph, stream: Arc<cudarc::driver::CudaStream>) -> Result<Self> {
-        if std::env::var("WATTBENCH_GRAPH_STATS").is_ok() {
-            // SAFETY: the graph was just captured and is used by this thread only.
-            unsafe { stats(graph) };
-        }
-        let mut exec = std::ptr::null_mut();
-        // SAFETY: the graph is complete; the call writes the executable graph.
-        let r = unsafe { sys::cuGraphInstantiateWithFlags(&mut exec, graph, 0) }.result();
-        if let Err(e) = r {
-            // SAFETY: the graph is ours and no executable graph was made from it.
-            unsafe { sys::cuGraphDestroy(graph) };
-            return Err(candle_core::Error::Msg(format!("instantiating the decode step: {e}")));
-        }
-        Ok(Self {
-            graph,
-            exec,
-            stream,
-        })
-    }
-
-    fn launch(&self) -> Result<()> {
-        super::driver(self.stream.context().bind_to_thread())?;
-        // SAFETY: the executable graph lives as long as self; it runs on its capture stream.
-        super::driver(unsafe { sys::cuGraphLaunch(self.exec, self.stream.cu_stream()) }.result())
-    }
-}
-
-impl Drop for Captured {
-    fn drop(&mut self) {
-        let _ = self.stream.context().bind_to_thread();
-        // SAFETY: both handles are ours and destroyed once.
-        unsafe {
-            sys::cuGraphExecDestroy(self.exec);
-            sys::cuGraphDestroy(self.graph);
-        }
-    }
-}
-
-unsafe fn stats(g: sys::CUgraph) {
-    let mut e = 0usize;
-    sys::cuGraphGetEdges_v2(g, std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), &mut e);
-    let mut from = vec![std::ptr::null_mut(); e];
-    let mut to = vec![std::ptr::null_mut(); e];
-    let mut data = vec![std::mem::zeroed::<sys::CUgraphEdgeData>(); e];
-    sys::cuGraphGetEdges_v2(g, from.as_mut_ptr(), to.as_mut_ptr(), data.as_mut_ptr(), &mut e);
-    let prog = data[..e].iter().filter(|d| d.type_ != 0).count();
-    eprintln!("graph: {e} edges, {prog} programmatic");
 }

@@ -6,8 +6,6 @@ extern "C" __global__ void add_rms_norm(
     const bf16_t* __restrict__ x, const bf16_t* __restrict__ r, const bf16_t* __restrict__ w,
     bf16_t* __restrict__ out, int rows, int n, float eps)
 {
-    let_dependents_start();
-    wait_for_previous();
     __shared__ float red[32];
     const long long row = blockIdx.x;
     const bf16_t* xp = x + row * n;
@@ -32,8 +30,6 @@ extern "C" __global__ void add_rms_norm_v8(
     const bf16_t* __restrict__ x, const bf16_t* __restrict__ r, const bf16_t* __restrict__ w,
     bf16_t* __restrict__ out, int rows, int n, float eps)
 {
-    let_dependents_start();
-    wait_for_previous();
     __shared__ float red[32];
     const long long row = blockIdx.x;
     const int n8 = n / 8;
@@ -69,8 +65,6 @@ extern "C" __global__ void add_rms_norm_v8(
 extern "C" __global__ void silu_mul(const bf16_t* __restrict__ y, bf16_t* __restrict__ out,
                                     long long total, int f)
 {
-    let_dependents_start();
-    wait_for_previous();
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total;
          i += (long long)gridDim.x * blockDim.x) {
         const long long row = i / f;
@@ -86,8 +80,6 @@ extern "C" __global__ void silu_mul(const bf16_t* __restrict__ y, bf16_t* __rest
 extern "C" __global__ void silu_mul_v8(const bf16_t* __restrict__ y, bf16_t* __restrict__ out,
                                        long long total8, int f8)
 {
-    let_dependents_start();
-    wait_for_previous();
     const uint4* yv = reinterpret_cast<const uint4*>(y);
     uint4* ov = reinterpret_cast<uint4*>(out);
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < total8;
@@ -129,8 +121,6 @@ __device__ __forceinline__ void qkv_rope_cache_body(
     const unsigned int* __restrict__ col_p, int T, int nh, int nkv, int hd, long long c_batch,
     long long c_head, int offset, int interleaved, int rows)
 {
-    let_dependents_start();
-    wait_for_previous();
     const int half = hd / 2, slots = nh + 2 * nkv, groups = half / P;
     if (col_p) offset = (int)col_p[0];
     if ((long long)(offset + T) * hd > c_head) return;  // past the cache: never written

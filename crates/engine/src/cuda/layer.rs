@@ -4,7 +4,7 @@
 //! with one kernel; arithmetic is in f32 with one rounding to bf16 per output. And the move of a
 //! decode step replayed from a CUDA graph to its next cache column ([`next_column`]).
 
-use super::{driver, function, with_slice, Launch};
+use super::{driver, function, with_slice};
 use crate::model::Column;
 use candle_core::backend::BackendStorage;
 use candle_core::{
@@ -81,12 +81,7 @@ impl CustomOp3 for AddRmsNorm {
         let r = rs.as_cuda_slice::<bf16>()?.slice(rl.start_offset()..);
         let w = ws.as_cuda_slice::<bf16>()?.slice(wl.start_offset()..);
         // SAFETY: the kernel writes all 2 * rows * n elements.
-        let capt = super::capture::begin(&dev.cuda_stream());
-        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
-        let out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(2 * rows * n) })?;
-        if let (Some(c), Some(p)) = (&capt, prev) {
-            super::capture::programmatic(c, p);
-        }
+        let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(2 * rows * n) })?;
         let (rows_i, n_i) = (rows as i32, n as i32);
         let cfg = LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
@@ -97,19 +92,17 @@ impl CustomOp3 for AddRmsNorm {
             ),
             shared_mem_bytes: 0,
         };
-        let mut l = Launch::new(&func, &dev);
-        l.slice(&x)
-            .slice(&r)
-            .slice(&w)
-            .slice(&out)
-            .value(rows_i)
-            .value(n_i)
-            .value(self.eps);
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        b.arg(&x)
+            .arg(&r)
+            .arg(&w)
+            .arg(&mut out)
+            .arg(&rows_i)
+            .arg(&n_i)
+            .arg(&self.eps);
         // SAFETY: the arguments match the kernel; one block per row of n elements.
-        unsafe { l.launch(cfg) }?;
-        if let Some(c) = capt {
-            super::capture::end(c);
-        }
+        driver(unsafe { b.launch(cfg) })?;
         let mut dims = vec![2];
         dims.extend_from_slice(xl.dims());
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
@@ -152,25 +145,18 @@ impl CustomOp1 for SiluMul {
         let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes all `total` elements.
-        let capt = super::capture::begin(&dev.cuda_stream());
-        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
-        let out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(total) })?;
-        if let (Some(c), Some(p)) = (&capt, prev) {
-            super::capture::programmatic(c, p);
-        }
+        let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(total) })?;
         let (total_i, f_i) = ((total / per) as i64, (f / per) as i32);
         let cfg = LaunchConfig {
             grid_dim: ((total / per).div_ceil(256).clamp(1, 132 * 16) as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
-        let mut l = Launch::new(&func, &dev);
-        l.slice(&y).slice(&out).value(total_i).value(f_i);
+        let stream = dev.cuda_stream();
+        let mut b = stream.launch_builder(&func);
+        b.arg(&y).arg(&mut out).arg(&total_i).arg(&f_i);
         // SAFETY: the arguments match the kernel; the grid-stride loop stays below `total`.
-        unsafe { l.launch(cfg) }?;
-        if let Some(c) = capt {
-            super::capture::end(c);
-        }
+        driver(unsafe { b.launch(cfg) })?;
         let mut dims = yl.dims().to_vec();
         *dims.last_mut().expect("checked above") = f;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(dims)))
@@ -248,12 +234,7 @@ impl CustomOp1 for QkvSplit<'_> {
         let func = function(&dev, MODULE, SOURCE, &[], name)?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes every query element.
-        let capt = super::capture::begin(&dev.cuda_stream());
-        let prev = capt.as_ref().filter(|_| super::dependent_launches(&dev)).and_then(super::capture::relax);
-        let q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
-        if let (Some(c), Some(p)) = (&capt, prev) {
-            super::capture::programmatic(c, p);
-        }
+        let mut q = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * t * hd) })?;
         let ints = [t as i32, nh as i32, nkv as i32, hd as i32];
         let (c_head, c_batch) = ((cap * hd) as i64, (nkv * cap * hd) as i64);
         let (offset, col) = match self.column {
@@ -273,27 +254,25 @@ impl CustomOp1 for QkvSplit<'_> {
                 with_slice::<u32, _>(self.positions, |pos, _| {
                     with_slice::<bf16, _>(self.k_cache, |kc, _| {
                         with_slice::<bf16, _>(self.v_cache, |vc, _| {
-                            let mut l = Launch::new(&func, &dev);
-                            l.slice(&y).slice(cos).slice(sin).slice(pos).slice(&q);
+                            let stream = dev.cuda_stream();
+                            let mut l = stream.launch_builder(&func);
+                            l.arg(&y).arg(cos).arg(sin).arg(pos).arg(&mut q);
                             // The caches are written through their device pointers: the engine
                             // runs on one stream and holds no other view of these columns.
-                            l.slice(kc).slice(vc).value(col);
-                            for i in ints {
-                                l.value(i);
+                            l.arg(kc).arg(vc).arg(&col);
+                            for i in &ints {
+                                l.arg(i);
                             }
-                            l.value(c_batch).value(c_head).value(offset).value(interleaved);
-                            l.value(rows);
+                            l.arg(&c_batch).arg(&c_head).arg(&offset).arg(&interleaved);
+                            l.arg(&rows);
                             // SAFETY: the arguments match the kernel; shapes were checked above,
                             // so every write stays inside q and the caches.
-                            unsafe { l.launch(cfg) }
+                            driver(unsafe { l.launch(cfg) }).map(|_| ())
                         })
                     })
                 })
             })
         })?;
-        if let Some(c) = capt {
-            super::capture::end(c);
-        }
         Ok((
             CudaStorage::wrap_cuda_slice(q, dev),
             Shape::from((b, nh, t, hd)),
