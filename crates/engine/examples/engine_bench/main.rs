@@ -17,6 +17,9 @@
 //!
 //! `--mode bandwidth`: how fast the GPU reads its memory (the ceiling of memory-bound kernels).
 //!
+//! `--mode chain`: what kernel boundaries cost a chain of memory-bound reads (a decode step's
+//! bytes read one matrix per kernel, from a graph, or by one persistent kernel).
+//!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
@@ -31,6 +34,8 @@ mod allreduce;
 #[cfg(feature = "cuda")]
 mod bandwidth;
 #[cfg(feature = "cuda")]
+mod chain;
+#[cfg(feature = "cuda")]
 mod check;
 #[cfg(feature = "cuda")]
 mod graphs;
@@ -38,6 +43,8 @@ mod graphs;
 mod prefill;
 #[cfg(feature = "cuda")]
 mod profile;
+#[cfg(feature = "cuda")]
+mod skinny;
 
 use std::time::Instant;
 use wattbench_core::summarize;
@@ -63,11 +70,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         #[cfg(feature = "cuda")]
         "bandwidth" => bandwidth::run(&args),
         #[cfg(feature = "cuda")]
+        "chain" => chain::run(&args),
+        #[cfg(feature = "cuda")]
         "check" => check::run(&args),
         #[cfg(feature = "cuda")]
         "graphs" => graphs::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
+        #[cfg(feature = "cuda")]
+        "skinny" => skinny::run(&args),
         _ => throughput(&args),
     }
 }
