@@ -3,6 +3,8 @@
 //! matrices (and larger) with 16-byte loads, several in flight per thread, and folds them so the
 //! loads are kept; the best of several launch shapes, median of `--reps` timed runs (CUDA events),
 //! each buffer read once per run. Device-to-device copies (read + write) are timed alongside.
+//! Each read is timed alone, its launch, start and drain included; `--mode chain` reads the same
+//! sizes one after another, as a decode step does.
 
 use crate::arg;
 use cudarc::driver::{sys, LaunchConfig, PushKernelArg};

@@ -3,7 +3,7 @@
 //! A decode step reads, layer after layer, one matrix (or one layer's cache) per kernel, each
 //! kernel waiting for the last. Here the same bytes — the 7B shape's QKV, O, gate/up and down
 //! weights and one layer's cache at batch 64, column 256, for `--layers` layers — are read with
-//! no arithmetic, in five ways, each timed with CUDA events (median of `--reps` runs):
+//! no arithmetic, in six ways, each timed with CUDA events (median of `--reps` runs):
 //! - `one_kernel`: one kernel reads them all, as one flat buffer (no boundaries at all);
 //! - `kernels`: one kernel per matrix, queued one by one;
 //! - `graph`: the same kernels replayed from a CUDA graph;
