@@ -173,6 +173,123 @@ pub fn run(args: &[String]) -> Res<()> {
             serde_json::json!({ "ms": ms, "gb_per_s": kv_bytes as f64 / ms / 1e6 }),
         );
     }
+    // The products and the attention of all layers in the order a decode step runs them,
+    // replayed from CUDA graphs (no other kernels between them): what they cost inside a step.
+    let mut in_graph = serde_json::Map::new();
+    if let candle_core::Device::Cuda(cd) = &dev {
+        let qkv_w: Vec<&Tensor> = m.layers.iter().filter_map(kinds[0].1).collect();
+        let o_w: Vec<&Tensor> = m.layers.iter().filter_map(kinds[1].1).collect();
+        let gu_w: Vec<&Tensor> = m.layers.iter().filter_map(kinds[2].1).collect();
+        let down_w: Vec<&Tensor> = m.layers.iter().filter_map(kinds[3].1).collect();
+        let all = qkv_w.len() == m.layers.len()
+            && o_w.len() == m.layers.len()
+            && gu_w.len() == m.layers.len()
+            && down_w.len() == m.layers.len();
+        // The element-wise kernels of a decode step at this batch, on random inputs.
+        let rnd = |shape: &[usize]| -> candle_core::Result<Tensor> {
+            Tensor::randn(0f32, 1.0, shape, &dev)?.to_dtype(m.dtype)
+        };
+        let f = m.cfg.intermediate_size;
+        let (x1, r1, nw) = (
+            rnd(&[b, 1, hidden])?,
+            rnd(&[b, 1, hidden])?,
+            rnd(&[hidden])?,
+        );
+        let gu1 = rnd(&[b, 1, 2 * f])?;
+        let y1 = rnd(&[b, 1, (nh + 2 * nkv) * hd])?;
+        let table = rnd(&[m.cfg.max_position_embeddings, hd / 2])?;
+        let pos1 = positions(&pads, 1, at, &dev)?;
+        let (kc1, vc1) = (
+            Tensor::zeros((b, nkv, at + 1, hd), m.dtype, &dev)?,
+            Tensor::zeros((b, nkv, at + 1, hd), m.dtype, &dev)?,
+        );
+        let col1 = Tensor::from_vec(vec![at as u32], 1, &dev)?;
+        type Body<'a> = Box<dyn Fn() -> Res<()> + 'a>;
+        let mut bodies: Vec<(&str, Body)> = vec![(
+            "attention_ms",
+            Box::new(|| {
+                for _ in &m.layers {
+                    wattbench_engine::cuda::attention::decode_attention_unrolled(
+                        &q,
+                        &kc,
+                        &vc,
+                        &starts,
+                        None,
+                        1.0,
+                        wattbench_engine::cuda::attention::UNROLL,
+                    )?;
+                }
+                Ok(())
+            }),
+        )];
+        bodies.push((
+            "add_rms_norm_ms",
+            Box::new(|| {
+                for _ in 0..2 * m.layers.len() {
+                    wattbench_engine::cuda::layer::add_rms_norm(&x1, &r1, &nw, 1e-5)?;
+                }
+                Ok(())
+            }),
+        ));
+        bodies.push((
+            "silu_mul_ms",
+            Box::new(|| {
+                for _ in &m.layers {
+                    wattbench_engine::cuda::layer::silu_mul(&gu1)?;
+                }
+                Ok(())
+            }),
+        ));
+        bodies.push((
+            "qkv_split_ms",
+            Box::new(|| {
+                for _ in &m.layers {
+                    let split = wattbench_engine::cuda::layer::QkvSplit {
+                        cos: &table,
+                        sin: &table,
+                        positions: &pos1,
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        column: wattbench_engine::model::Column::Device(&col1),
+                        heads: nh,
+                        kv_heads: nkv,
+                        head_dim: hd,
+                        interleaved: false,
+                    };
+                    wattbench_engine::cuda::layer::qkv_split(&y1, &split)?;
+                }
+                Ok(())
+            }),
+        ));
+        if all {
+            bodies.push((
+                "products_ms",
+                Box::new(|| {
+                    for i in 0..m.layers.len() {
+                        Linear::dense(&h, qkv_w[i])?;
+                        Linear::dense(&h, o_w[i])?;
+                        Linear::dense(&h, gu_w[i])?;
+                        Linear::dense(&a, down_w[i])?;
+                    }
+                    Ok(())
+                }),
+            ));
+        }
+        let stream = cd.cuda_stream();
+        for (name, body) in bodies {
+            body()?;
+            dev.synchronize()?;
+            stream.begin_capture(
+                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+            )?;
+            let ran = body();
+            let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
+            ran?;
+            let graph = graph.ok_or("empty graph")?;
+            let (ms, _) = timed(reps, &dev, || Ok(graph.launch()?))?;
+            in_graph.insert(name.into(), ms.into());
+        }
+    }
     // The same step replayed from a CUDA graph, from column `at` on (in the same cache: a second
     // one would not fit beside it at batch 256).
     // Also with candle's cuBLAS call for every product.
@@ -213,6 +330,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "attention_ms": attention,
             "attention": attention_ms,
             "other_ms": fwd - matmuls - attention,
+            "in_graph": in_graph,
             "prefill": prefill,
         })
     );
