@@ -43,8 +43,6 @@ mod graphs;
 mod prefill;
 #[cfg(feature = "cuda")]
 mod profile;
-#[cfg(feature = "cuda")]
-mod wgmma;
 
 use std::time::Instant;
 use wattbench_core::summarize;
@@ -77,8 +75,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "graphs" => graphs::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
-        #[cfg(feature = "cuda")]
-        "wgmma" => wgmma::run(&args),
         _ => throughput(&args),
     }
 }
