@@ -311,6 +311,49 @@ impl Llama {
         Ok((q, prescaled))
     }
 
+    /// A decode step's attention output `[B, 1, nh * hd]` of layer `i` straight from the fused
+    /// QKV projection, in one kernel that also writes the step's keys and values into the cache
+    /// ([`crate::cuda::attention::decode_attention_qkv`]); `None` where that kernel does not
+    /// apply (prompts, split projections, other dtypes or head sizes, or turned off).
+    #[cfg(feature = "cuda")]
+    fn decode_from_qkv(
+        &self,
+        i: usize,
+        h: &Tensor,
+        positions: &Tensor,
+        starts: Option<&Tensor>,
+        cache: &KvCache,
+        column: Column<'_>,
+    ) -> Result<Option<Tensor>> {
+        let (b, t, _) = h.dims3()?;
+        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
+        let (Some(starts), Qkv::Fused(w), 1) = (starts, &self.layers[i].qkv, t) else {
+            return Ok(None);
+        };
+        if !self.kernels
+            || !crate::cuda::attention::decode_from_qkv()
+            || !crate::cuda::attention::supported(h, hd)
+        {
+            return Ok(None);
+        }
+        let y = Linear::dense(h, w)?;
+        let split = crate::cuda::layer::QkvSplit {
+            cos: &self.cos,
+            sin: &self.sin,
+            positions,
+            k_cache: &cache.k[i],
+            v_cache: &cache.v[i],
+            column,
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            interleaved: self.interleaved_rope,
+        };
+        // The fused projection's queries carry the attention scale (see `queries`).
+        let out = crate::cuda::attention::decode_attention_qkv(&y, &split, starts, 1.0)?;
+        Ok(Some(out.reshape((b, t, nh * hd))?))
+    }
+
     /// Query heads of this model (of this shard, when sharded).
     pub fn heads(&self) -> usize {
         self.cfg.num_attention_heads / self.world()
@@ -554,48 +597,56 @@ impl Llama {
         // `h` is always the normalized input of the next block.
         let mut h = candle_nn::ops::rms_norm(&x, &first.attn_norm, eps)?;
         for (i, l) in self.layers.iter().enumerate() {
-            let (q, prescaled) = self.queries(i, &h, positions, cache, column)?;
-            // Views of the filled part of the cache: matrix products read them in place.
-            let kc = cache.k[i].narrow(2, 0, len)?;
-            let vc = cache.v[i].narrow(2, 0, len)?;
-            let y = match (starts, column) {
-                #[cfg(feature = "cuda")]
-                (Some(starts), _) if t == 1 && crate::cuda::attention::supported(&q, hd) => {
-                    let s = if prescaled { 1.0 } else { scale as f32 };
-                    crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, col, s)?
-                        .reshape((b, t, nh * hd))?
-                }
-                #[cfg(feature = "cuda")]
-                (Some(starts), Column::Host(offset))
-                    if crate::cuda::attention::supported(&q, hd)
-                        && crate::cuda::attention::prefill_fused() =>
-                {
-                    let s = if prescaled { 1.0 } else { scale as f32 };
-                    crate::cuda::attention::prefill_attention(
-                        &q,
-                        &cache.k[i],
-                        &cache.v[i],
-                        starts,
-                        offset,
-                        s,
-                    )?
-                }
-                _ => {
-                    let (Some(mask), None) = (&mask, col) else {
-                        candle_core::bail!("attention without the fused kernel needs a mask and a cache column on the host");
-                    };
-                    // Grouped-query attention without copying keys: the query heads that share
-                    // a key head become rows of one matrix product.
-                    let q = q.reshape((b, nkv, groups * t, hd))?;
-                    let att = q.matmul(&kc.t()?)?;
-                    let att = if prescaled { att } else { (att * scale)? };
-                    let att = att.reshape((b, nh, t, len))?.broadcast_add(mask)?;
-                    candle_nn::ops::softmax_last_dim(&att)?
-                        .reshape((b, nkv, groups * t, len))?
-                        .matmul(&vc)?
-                        .reshape((b, nh, t, hd))?
-                        .transpose(1, 2)?
-                        .reshape((b, t, nh * hd))?
+            #[cfg(feature = "cuda")]
+            let fused = self.decode_from_qkv(i, &h, positions, starts, cache, column)?;
+            #[cfg(not(feature = "cuda"))]
+            let fused: Option<Tensor> = None;
+            let y = if let Some(y) = fused {
+                y
+            } else {
+                let (q, prescaled) = self.queries(i, &h, positions, cache, column)?;
+                // Views of the filled part of the cache: matrix products read them in place.
+                let kc = cache.k[i].narrow(2, 0, len)?;
+                let vc = cache.v[i].narrow(2, 0, len)?;
+                match (starts, column) {
+                    #[cfg(feature = "cuda")]
+                    (Some(starts), _) if t == 1 && crate::cuda::attention::supported(&q, hd) => {
+                        let s = if prescaled { 1.0 } else { scale as f32 };
+                        crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, col, s)?
+                            .reshape((b, t, nh * hd))?
+                    }
+                    #[cfg(feature = "cuda")]
+                    (Some(starts), Column::Host(offset))
+                        if crate::cuda::attention::supported(&q, hd)
+                            && crate::cuda::attention::prefill_fused() =>
+                    {
+                        let s = if prescaled { 1.0 } else { scale as f32 };
+                        crate::cuda::attention::prefill_attention(
+                            &q,
+                            &cache.k[i],
+                            &cache.v[i],
+                            starts,
+                            offset,
+                            s,
+                        )?
+                    }
+                    _ => {
+                        let (Some(mask), None) = (&mask, col) else {
+                            candle_core::bail!("attention without the fused kernel needs a mask and a cache column on the host");
+                        };
+                        // Grouped-query attention without copying keys: the query heads that share
+                        // a key head become rows of one matrix product.
+                        let q = q.reshape((b, nkv, groups * t, hd))?;
+                        let att = q.matmul(&kc.t()?)?;
+                        let att = if prescaled { att } else { (att * scale)? };
+                        let att = att.reshape((b, nh, t, len))?.broadcast_add(mask)?;
+                        candle_nn::ops::softmax_last_dim(&att)?
+                            .reshape((b, nkv, groups * t, len))?
+                            .matmul(&vc)?
+                            .reshape((b, nh, t, hd))?
+                            .transpose(1, 2)?
+                            .reshape((b, t, nh * hd))?
+                    }
                 }
             };
             (x, h) = self.add_norm(&x, &self.reduce(l.wo.forward(&y)?)?, &l.ffn_norm)?;

@@ -11,6 +11,7 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub fn run(args: &[String]) -> Res<()> {
     let report = serde_json::json!({
         "attention": attention()?,
+        "attention_from_qkv": attention_from_qkv()?,
         "prefill_attention": prefill_attention()?,
         "gemm": gemm()?,
         "model": model(args)?,
@@ -141,6 +142,99 @@ fn attention() -> Res<Vec<serde_json::Value>> {
             "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "len": len,
             "max_abs_diff": diffs,
         }));
+    }
+    Ok(report)
+}
+
+/// Decode attention straight from the fused QKV projection against the QKV split kernel followed
+/// by the decode-attention kernel, on random bf16 inputs with padding, grouped-query heads and both
+/// rotary layouts, the cache column given on the host and on the device: the outputs, and the
+/// keys and values both write into the caches.
+fn attention_from_qkv() -> Res<Vec<serde_json::Value>> {
+    use wattbench_engine::cuda::attention::{decode_attention, decode_attention_qkv};
+    use wattbench_engine::cuda::layer::{qkv_split, QkvSplit};
+    use wattbench_engine::model::Column;
+    let dev = Device::new_cuda(0)?;
+    let rnd = |shape: &[usize]| -> Res<Tensor> {
+        Ok(Tensor::randn(0f32, 1.0, shape, &dev)?.to_dtype(DType::BF16)?)
+    };
+    let mut report = Vec::new();
+    for &(b, nh, nkv, hd, cap, c) in &[
+        (3usize, 8usize, 8usize, 128usize, 40usize, 33usize),
+        (5, 9, 3, 64, 64, 50),
+    ] {
+        for interleaved in [false, true] {
+            let y = rnd(&[b, 1, (nh + 2 * nkv) * hd])?;
+            let (cos, sin) = (rnd(&[128, hd / 2])?, rnd(&[128, hd / 2])?);
+            let pos: Vec<u32> = (0..b as u32).map(|i| (c as u32 + 5 * i) % 128).collect();
+            let pos = Tensor::from_vec(pos, (b, 1), &dev)?;
+            let (k0, v0) = (rnd(&[b, nkv, cap, hd])?, rnd(&[b, nkv, cap, hd])?);
+            let start: Vec<u32> = (0..b).map(|i| ((i * 7) % (c / 2)) as u32).collect();
+            let start = Tensor::from_vec(start, b, &dev)?;
+            let scale = 1.0 / (hd as f32).sqrt();
+            let col = Tensor::from_vec(vec![c as u32], 1, &dev)?;
+            let split = |k: &'_ Tensor, v: &'_ Tensor, column| -> Res<Tensor> {
+                let s = QkvSplit {
+                    cos: &cos,
+                    sin: &sin,
+                    positions: &pos,
+                    k_cache: k,
+                    v_cache: v,
+                    column,
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                    interleaved,
+                };
+                Ok(decode_attention_qkv(&y, &s, &start, scale)?)
+            };
+            let (ka, va) = (k0.copy()?, v0.copy()?);
+            let q = qkv_split(
+                &y,
+                &QkvSplit {
+                    cos: &cos,
+                    sin: &sin,
+                    positions: &pos,
+                    k_cache: &ka,
+                    v_cache: &va,
+                    column: Column::Host(c),
+                    heads: nh,
+                    kv_heads: nkv,
+                    head_dim: hd,
+                    interleaved,
+                },
+            )?;
+            let two = decode_attention(
+                &q,
+                &ka.narrow(2, 0, c + 1)?,
+                &va.narrow(2, 0, c + 1)?,
+                &start,
+                None,
+                scale,
+            )?;
+            let mut row = serde_json::Map::new();
+            for (way, on_device) in [("host_column", false), ("device_column", true)] {
+                let (kb, vb) = (k0.copy()?, v0.copy()?);
+                let column = if on_device {
+                    Column::Device(&col)
+                } else {
+                    Column::Host(c)
+                };
+                let one = split(&kb, &vb, column)?;
+                row.insert(
+                    way.into(),
+                    serde_json::json!({
+                        "max_abs_diff": max_abs(&one, &two)?,
+                        "keys_max_abs_diff": max_abs(&kb, &ka)?,
+                        "values_max_abs_diff": max_abs(&vb, &va)?,
+                    }),
+                );
+            }
+            report.push(serde_json::json!({
+                "batch": b, "heads": nh, "kv_heads": nkv, "head_dim": hd, "column": c,
+                "interleaved": interleaved, "against_split_then_attention": row,
+            }));
+        }
     }
     Ok(report)
 }

@@ -5,7 +5,9 @@
 //! (time until `forward` returns, before the device finishes), sampling, and the matrix products
 //! and decode attention alone, and the step replayed from a CUDA graph; and a prefill of
 //! `--prompt-len` tokens per sequence, whole and in parts (matrix products, attention, the fused
-//! element-wise kernels), on random inputs. Means over `--reps` repetitions.
+//! element-wise kernels), on random inputs. Means over `--reps` repetitions. `in_graph`: the
+//! layers' products (in a decode step's order), decode attention and element-wise kernels, each
+//! kind replayed alone from a CUDA graph — what each costs inside a captured step.
 
 use crate::{arg, load};
 use candle_core::Tensor;
@@ -257,6 +259,29 @@ pub fn run(args: &[String]) -> Res<()> {
                         interleaved: false,
                     };
                     wattbench_engine::cuda::layer::qkv_split(&y1, &split)?;
+                }
+                Ok(())
+            }),
+        ));
+        bodies.push((
+            "attention_from_qkv_ms",
+            Box::new(|| {
+                for _ in &m.layers {
+                    let split = wattbench_engine::cuda::layer::QkvSplit {
+                        cos: &table,
+                        sin: &table,
+                        positions: &pos1,
+                        k_cache: &kc1,
+                        v_cache: &vc1,
+                        column: wattbench_engine::model::Column::Device(&col1),
+                        heads: nh,
+                        kv_heads: nkv,
+                        head_dim: hd,
+                        interleaved: false,
+                    };
+                    wattbench_engine::cuda::attention::decode_attention_qkv(
+                        &y1, &split, &starts, 1.0,
+                    )?;
                 }
                 Ok(())
             }),

@@ -22,26 +22,26 @@ __device__ __forceinline__ void load_row(const bf16_t* __restrict__ p, float* ou
 #endif
 }
 
-extern "C" __global__ void decode_attention(
-    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
-    bf16_t* __restrict__ y, const unsigned int* __restrict__ start,
-    const unsigned int* __restrict__ col, int nh, int nkv, long long k_batch, long long k_head,
-    int len, float scale)
+__device__ __forceinline__ void store_row(bf16_t* __restrict__ p, const float* f) {
+#if PER == 4
+    *reinterpret_cast<uint2*>(p) =
+        make_uint2((unsigned int)f2bf(f[0]) | ((unsigned int)f2bf(f[1]) << 16),
+                   (unsigned int)f2bf(f[2]) | ((unsigned int)f2bf(f[3]) << 16));
+#elif PER == 2
+    *reinterpret_cast<unsigned int*>(p) = (unsigned int)f2bf(f[0]) | ((unsigned int)f2bf(f[1]) << 16);
+#else
+    #pragma unroll
+    for (int i = 0; i < PER; i++) p[i] = f2bf(f[i]);
+#endif
+}
+
+// One warp's share of the cached keys first .. len - 1 (UNROLL keys at a time, the warps
+// interleaved), folded into its online-softmax state (m, s, acc).
+__device__ __forceinline__ void attend_cached(
+    const float* qv, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, long long base,
+    int first, int len, int warp, float& m, float& s, float* acc)
 {
-    // A step replayed from a CUDA graph reads its cache column from the device: keys 0..col.
-    if (col) len = min(len, (int)col[0] + 1);
-    const int h = blockIdx.x, b = blockIdx.y;
-    const int kvh = h / (nh / nkv);
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    float qv[PER];
-    load_row(q + ((long long)b * nh + h) * HEAD_DIM + lane * PER, qv);
-    #pragma unroll
-    for (int i = 0; i < PER; i++) qv[i] *= scale;
-    const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
-    float m = NEG_INF, s = 0.f, acc[PER];
-    #pragma unroll
-    for (int i = 0; i < PER; i++) acc[i] = 0.f;
-    for (int j0 = (int)start[b] + warp * UNROLL; j0 < len; j0 += WARPS * UNROLL) {
+    for (int j0 = first + warp * UNROLL; j0 < len; j0 += WARPS * UNROLL) {
         float kr[UNROLL][PER], vr[UNROLL][PER], dot[UNROLL];
         #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
@@ -78,6 +78,12 @@ extern "C" __global__ void decode_attention(
         }
         m = mn;
     }
+}
+
+// Merges the warps' states and writes the head's output row (this lane's PER values at yp).
+__device__ __forceinline__ void merge_store(float m, float s, const float* acc,
+                                            bf16_t* __restrict__ yp, int warp, int lane)
+{
     __shared__ float sm[WARPS], ss[WARPS], sacc[WARPS][HEAD_DIM];
     if (lane == 0) { sm[warp] = m; ss[warp] = s; }
     #pragma unroll
@@ -96,10 +102,117 @@ extern "C" __global__ void decode_attention(
             #pragma unroll
             for (int i = 0; i < PER; i++) out[i] += sacc[w][lane * PER + i] * c;
         }
-        bf16_t* yp = y + ((long long)b * nh + h) * HEAD_DIM + lane * PER;
         #pragma unroll
         for (int i = 0; i < PER; i++) yp[i] = f2bf(out[i] / S);
     }
+}
+
+extern "C" __global__ void decode_attention(
+    const bf16_t* __restrict__ q, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v,
+    bf16_t* __restrict__ y, const unsigned int* __restrict__ start,
+    const unsigned int* __restrict__ col, int nh, int nkv, long long k_batch, long long k_head,
+    int len, float scale)
+{
+    // A step replayed from a CUDA graph reads its cache column from the device: keys 0..col.
+    if (col) len = min(len, (int)col[0] + 1);
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int kvh = h / (nh / nkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    float qv[PER];
+    load_row(q + ((long long)b * nh + h) * HEAD_DIM + lane * PER, qv);
+    #pragma unroll
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
+    const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
+    float m = NEG_INF, s = 0.f, acc[PER];
+    #pragma unroll
+    for (int i = 0; i < PER; i++) acc[i] = 0.f;
+    attend_cached(qv, k, v, base, (int)start[b], len, warp, m, s, acc);
+    merge_store(m, s, acc, y + ((long long)b * nh + h) * HEAD_DIM + lane * PER, warp, lane);
+}
+
+// This lane's PER dimensions of a head's row `src`, rotated by position p (tables cos/sin
+// [context, HEAD_DIM / 2]; pairs (d, d + HEAD_DIM / 2), or (2i, 2i + 1) when interleaved) and
+// rounded to bf16, as the QKV split kernel (layer.cu) writes them. Every lane of the warp calls it.
+__device__ __forceinline__ void rope_row(const bf16_t* __restrict__ src,
+                                         const bf16_t* __restrict__ cos_t,
+                                         const bf16_t* __restrict__ sin_t, long long p, int lane,
+                                         int interleaved, float* out)
+{
+    constexpr int half = HEAD_DIM / 2;
+    float x[PER];
+    load_row(src + lane * PER, x);
+    if (interleaved) {
+        #pragma unroll
+        for (int j = 0; j < PER / 2; j++) {
+            const int idx = lane * PER / 2 + j;
+            const float c = bf2f(cos_t[p * half + idx]), s = bf2f(sin_t[p * half + idx]);
+            const float x0 = x[2 * j], x1 = x[2 * j + 1];
+            out[2 * j] = bf2f(f2bf(x0 * c - x1 * s));
+            out[2 * j + 1] = bf2f(f2bf(x0 * s + x1 * c));
+        }
+    } else {
+        // Dimension d of lane l pairs with d + half, held by lane l + 16.
+        const bool upper = lane >= 16;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) {
+            const float o = __shfl_xor_sync(0xffffffffu, x[i], 16);
+            const int idx = (lane & 15) * PER + i;
+            const float c = bf2f(cos_t[p * half + idx]), s = bf2f(sin_t[p * half + idx]);
+            out[i] = upper ? bf2f(f2bf(o * s + x[i] * c)) : bf2f(f2bf(x[i] * c - o * s));
+        }
+    }
+}
+
+// Decode attention straight from the fused QKV projection y [B, (nh + 2 nkv) * HEAD_DIM] (one
+// token per sequence): the block of (query head h, sequence b) rotates its query, attends over
+// the cached keys start[b] .. c - 1 and then over the step's own key and value at column c
+// (= *col when given, else offset), which it rotates from y itself; the block of the first query
+// head of each key head also writes them into the caches [B, nkv, cap, HEAD_DIM]. No block reads
+// column c from the caches, so none waits for another's write. Replaces the QKV split kernel and
+// its query tensor in a decode step.
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qkv(
+    const bf16_t* __restrict__ y, const bf16_t* __restrict__ cos_t,
+    const bf16_t* __restrict__ sin_t, const unsigned int* __restrict__ pos,
+    bf16_t* __restrict__ k, bf16_t* __restrict__ v, bf16_t* __restrict__ out,
+    const unsigned int* __restrict__ start, const unsigned int* __restrict__ col, int offset,
+    int nh, int nkv, long long k_batch, long long k_head, int cap, float scale, int interleaved)
+{
+    const int c = col ? (int)col[0] : offset;
+    if (c >= cap) return;  // past the cache: the host never asks for it
+    const int h = blockIdx.x, b = blockIdx.y;
+    const int group = nh / nkv, kvh = h / group;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const bf16_t* row = y + (long long)b * (nh + 2 * nkv) * HEAD_DIM;
+    const long long p = pos[b];
+    float qv[PER];
+    rope_row(row + (long long)h * HEAD_DIM, cos_t, sin_t, p, lane, interleaved, qv);
+    #pragma unroll
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
+    const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
+    float m = NEG_INF, s = 0.f, acc[PER];
+    #pragma unroll
+    for (int i = 0; i < PER; i++) acc[i] = 0.f;
+    // Warp 0 starts from the step's own key (the order of the keys does not change the result).
+    if (warp == 0) {
+        float kn[PER], vn[PER];
+        rope_row(row + (long long)(nh + kvh) * HEAD_DIM, cos_t, sin_t, p, lane, interleaved, kn);
+        load_row(row + (long long)(nh + nkv + kvh) * HEAD_DIM + lane * PER, vn);
+        if (h % group == 0) {
+            store_row(k + base + (long long)c * HEAD_DIM, kn);
+            store_row(v + base + (long long)c * HEAD_DIM, vn);
+        }
+        float dot = 0.f;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) dot += qv[i] * kn[i];
+        #pragma unroll
+        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        m = dot;
+        s = 1.f;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) acc[i] = vn[i];
+    }
+    attend_cached(qv, k, v, base, (int)start[b], c, warp, m, s, acc);
+    merge_store(m, s, acc, out + ((long long)b * nh + h) * HEAD_DIM + lane * PER, warp, lane);
 }
 
 // Attention over a prompt: T queries per sequence, at cache columns offset .. offset + T - 1, each

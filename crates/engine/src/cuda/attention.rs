@@ -10,8 +10,11 @@
 //! and sums are kept in f32; inputs and outputs are bf16. The kernel is compiled once per process
 //! by NVRTC.
 
+use super::layer::QkvSplit;
 use super::{driver, function, with_slice};
-use candle_core::{CpuStorage, CudaStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use crate::model::Column;
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use half::bf16;
 
@@ -188,6 +191,140 @@ pub fn decode_attention_unrolled(
             unroll,
         },
     )
+}
+
+/// Whether a decode step attends straight from the fused QKV projection
+/// ([`decode_attention_qkv`]): unless `WATTBENCH_DECODE_ATTENTION` is `split` (the QKV split
+/// kernel, then [`decode_attention`], for comparisons).
+pub fn decode_from_qkv() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WATTBENCH_DECODE_ATTENTION").map_or(true, |v| v != "split"))
+}
+
+struct DecodeQkvAttention<'a> {
+    split: &'a QkvSplit<'a>,
+    /// First visible key column of each sequence (its left padding), u32 `[B]` on the device.
+    start: &'a Tensor,
+    scale: f32,
+}
+
+impl CustomOp1 for DecodeQkvAttention<'_> {
+    fn name(&self) -> &'static str {
+        "wattbench-decode-attention-qkv"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        candle_core::bail!("fused decode attention runs on CUDA only; this is a bug")
+    }
+
+    fn cuda_fwd(&self, ys: &CudaStorage, yl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let sp = self.split;
+        let (b, t, width) = yl.shape().dims3()?;
+        let (nh, nkv, hd) = (sp.heads, sp.kv_heads, sp.head_dim);
+        let (cb, cnkv, cap, chd) = sp.k_cache.dims4()?;
+        let fits = t == 1
+            && ys.dtype() == candle_core::DType::BF16
+            && yl.is_contiguous()
+            && nkv > 0
+            && nh.is_multiple_of(nkv)
+            && width == (nh + 2 * nkv) * hd
+            && matches!(hd, 64 | 128)
+            && sp.positions.dims() == [b, 1]
+            && sp.positions.dtype() == candle_core::DType::U32
+            && (cb, cnkv, chd) == (b, nkv, hd)
+            && sp.v_cache.shape() == sp.k_cache.shape()
+            && sp.k_cache.is_contiguous()
+            && sp.v_cache.is_contiguous()
+            && sp.cos.dims() == [sp.cos.dim(0)?, hd / 2]
+            && sp.sin.dims() == sp.cos.dims()
+            && self.start.dims() == [b]
+            && self.start.dtype() == candle_core::DType::U32
+            && match sp.column {
+                Column::Host(o) => o < cap,
+                Column::Device(c) => c.dims() == [1] && c.dtype() == candle_core::DType::U32,
+            };
+        if !fits {
+            candle_core::bail!(
+                "decode attention: projection {:?}, positions {:?} and caches {:?} at column {:?} do not fit",
+                yl.shape(),
+                sp.positions.shape(),
+                sp.k_cache.shape(),
+                sp.column
+            );
+        }
+        let dev = ys.device.clone();
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{UNROLL}"),
+            SOURCE,
+            &[format!("-DHEAD_DIM={hd}"), format!("-DUNROLL={UNROLL}")],
+            "decode_attention_qkv",
+        )?;
+        let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
+        // SAFETY: the kernel writes every element of `out` (each head of each sequence).
+        let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * hd) })?;
+        let (offset, col) = match sp.column {
+            Column::Host(o) => (o as i32, 0u64),
+            Column::Device(c) => (0, super::address::<u32>(c)?),
+        };
+        let ints = [nh as i32, nkv as i32];
+        let (k_batch, k_head) = ((nkv * cap * hd) as i64, (cap * hd) as i64);
+        let (cap_i, interleaved) = (cap as i32, sp.interleaved as i32);
+        let cfg = LaunchConfig {
+            grid_dim: (nh as u32, b as u32, 1),
+            block_dim: (32 * WARPS, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        with_slice::<bf16, _>(sp.cos, |cos, _| {
+            with_slice::<bf16, _>(sp.sin, |sin, _| {
+                with_slice::<u32, _>(sp.positions, |pos, _| {
+                    with_slice::<bf16, _>(sp.k_cache, |kc, _| {
+                        with_slice::<bf16, _>(sp.v_cache, |vc, _| {
+                            with_slice::<u32, _>(self.start, |start, _| {
+                                let stream = dev.cuda_stream();
+                                let mut l = stream.launch_builder(&func);
+                                l.arg(&y).arg(cos).arg(sin).arg(pos);
+                                // The caches are written through their device pointers: the
+                                // engine runs on one stream and holds no other view of the
+                                // column written.
+                                l.arg(kc).arg(vc).arg(&mut out).arg(start).arg(&col);
+                                l.arg(&offset);
+                                for i in &ints {
+                                    l.arg(i);
+                                }
+                                l.arg(&k_batch).arg(&k_head).arg(&cap_i).arg(&self.scale);
+                                l.arg(&interleaved);
+                                // SAFETY: the arguments match the kernel; shapes were checked
+                                // above, so every read and write stays inside the tensors.
+                                driver(unsafe { l.launch(cfg) }).map(|_| ())
+                            })
+                        })
+                    })
+                })
+            })
+        })?;
+        Ok((
+            CudaStorage::wrap_cuda_slice(out, dev),
+            Shape::from((b, nh, 1, hd)),
+        ))
+    }
+}
+
+/// Decode attention straight from the fused QKV projection `y [B, 1, (nh + 2 nkv) hd]` of one
+/// token per sequence: rotates the queries and keys as [`crate::cuda::layer::qkv_split`] does,
+/// writes the keys and values into the caches at `split.column`, and attends over the keys from
+/// `start[b]` up to and including that column, in one kernel. Returns `[B, nh, 1, hd]`.
+pub fn decode_attention_qkv(
+    y: &Tensor,
+    split: &QkvSplit<'_>,
+    start: &Tensor,
+    scale: f32,
+) -> Result<Tensor> {
+    y.apply_op1_no_bwd(&DecodeQkvAttention {
+        split,
+        start,
+        scale,
+    })
 }
 
 struct PrefillAttention<'a> {
