@@ -605,15 +605,25 @@ impl Llama {
                 y
             } else {
                 let (q, prescaled) = self.queries(i, &h, positions, cache, column)?;
+                // The last layer of a prompt: every position's keys and values are in the cache
+                // now, and only the last position goes on (to the logits), so only its query
+                // attends and only its row passes the rest of the layer.
+                let (q, tq, mask) = if i + 1 == self.layers.len() && t > 1 {
+                    x = x.narrow(1, t - 1, 1)?.contiguous()?;
+                    let mask = mask.as_ref().map(|m| m.narrow(2, t - 1, 1)).transpose()?;
+                    (q.narrow(2, t - 1, 1)?.contiguous()?, 1, mask)
+                } else {
+                    (q, t, mask.clone())
+                };
                 // Views of the filled part of the cache: matrix products read them in place.
                 let kc = cache.k[i].narrow(2, 0, len)?;
                 let vc = cache.v[i].narrow(2, 0, len)?;
                 match (starts, column) {
                     #[cfg(feature = "cuda")]
-                    (Some(starts), _) if t == 1 && crate::cuda::attention::supported(&q, hd) => {
+                    (Some(starts), _) if tq == 1 && crate::cuda::attention::supported(&q, hd) => {
                         let s = if prescaled { 1.0 } else { scale as f32 };
                         crate::cuda::attention::decode_attention(&q, &kc, &vc, starts, col, s)?
-                            .reshape((b, t, nh * hd))?
+                            .reshape((b, tq, nh * hd))?
                     }
                     #[cfg(feature = "cuda")]
                     (Some(starts), Column::Host(offset))
@@ -636,16 +646,16 @@ impl Llama {
                         };
                         // Grouped-query attention without copying keys: the query heads that share
                         // a key head become rows of one matrix product.
-                        let q = q.reshape((b, nkv, groups * t, hd))?;
+                        let q = q.reshape((b, nkv, groups * tq, hd))?;
                         let att = q.matmul(&kc.t()?)?;
                         let att = if prescaled { att } else { (att * scale)? };
-                        let att = att.reshape((b, nh, t, len))?.broadcast_add(mask)?;
+                        let att = att.reshape((b, nh, tq, len))?.broadcast_add(mask)?;
                         candle_nn::ops::softmax_last_dim(&att)?
-                            .reshape((b, nkv, groups * t, len))?
+                            .reshape((b, nkv, groups * tq, len))?
                             .matmul(&vc)?
-                            .reshape((b, nh, t, hd))?
+                            .reshape((b, nh, tq, hd))?
                             .transpose(1, 2)?
-                            .reshape((b, t, nh * hd))?
+                            .reshape((b, tq, nh * hd))?
                     }
                 }
             };
@@ -653,7 +663,7 @@ impl Llama {
             let next_norm = self.layers.get(i + 1).map_or(&self.norm, |n| &n.attn_norm);
             (x, h) = self.add_norm(&x, &self.reduce(self.mlp(l, &h)?)?, next_norm)?;
         }
-        let last = h.narrow(1, t - 1, 1)?.contiguous()?;
+        let last = h.narrow(1, h.dim(1)? - 1, 1)?.contiguous()?;
         self.lm_head
             .forward(&last)?
             .squeeze(1)?

@@ -142,23 +142,29 @@ __device__ __forceinline__ void rope_row(const bf16_t* __restrict__ src,
     float x[PER];
     load_row(src + lane * PER, x);
     if (interleaved) {
+        // Pairs (2i, 2i + 1): this lane's PER / 2 pairs, angles PER / 2 from lane * PER / 2.
+        float c[PER / 2], s[PER / 2];
         #pragma unroll
         for (int j = 0; j < PER / 2; j++) {
-            const int idx = lane * PER / 2 + j;
-            const float c = bf2f(cos_t[p * half + idx]), s = bf2f(sin_t[p * half + idx]);
+            c[j] = bf2f(cos_t[p * half + lane * PER / 2 + j]);
+            s[j] = bf2f(sin_t[p * half + lane * PER / 2 + j]);
+        }
+        #pragma unroll
+        for (int j = 0; j < PER / 2; j++) {
             const float x0 = x[2 * j], x1 = x[2 * j + 1];
-            out[2 * j] = bf2f(f2bf(x0 * c - x1 * s));
-            out[2 * j + 1] = bf2f(f2bf(x0 * s + x1 * c));
+            out[2 * j] = bf2f(f2bf(x0 * c[j] - x1 * s[j]));
+            out[2 * j + 1] = bf2f(f2bf(x0 * s[j] + x1 * c[j]));
         }
     } else {
-        // Dimension d of lane l pairs with d + half, held by lane l + 16.
+        // Dimension d of lane l pairs with d + half, held by lane l + 16; both use angle d % half.
         const bool upper = lane >= 16;
+        float c[PER], s[PER];
+        load_row(cos_t + p * half + (lane & 15) * PER, c);
+        load_row(sin_t + p * half + (lane & 15) * PER, s);
         #pragma unroll
         for (int i = 0; i < PER; i++) {
             const float o = __shfl_xor_sync(0xffffffffu, x[i], 16);
-            const int idx = (lane & 15) * PER + i;
-            const float c = bf2f(cos_t[p * half + idx]), s = bf2f(sin_t[p * half + idx]);
-            out[i] = upper ? bf2f(f2bf(o * s + x[i] * c)) : bf2f(f2bf(x[i] * c - o * s));
+            out[i] = upper ? bf2f(f2bf(o * s[i] + x[i] * c[i])) : bf2f(f2bf(x[i] * c[i] - o * s[i]));
         }
     }
 }
@@ -169,12 +175,15 @@ __device__ __forceinline__ void rope_row(const bf16_t* __restrict__ src,
 // (= *col when given, else offset), which it rotates from y itself; the block of the first query
 // head of each key head also writes them into the caches [B, nkv, cap, HEAD_DIM]. No block reads
 // column c from the caches, so none waits for another's write. Replaces the QKV split kernel and
-// its query tensor in a decode step.
+// its query tensor in a decode step. y, the tables, and the caches start on 8-byte boundaries.
+// The caches come twice: read through k and v (never at column c, so the read-only path may
+// serve them) and written through k_out and v_out (only at column c).
 extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qkv(
     const bf16_t* __restrict__ y, const bf16_t* __restrict__ cos_t,
     const bf16_t* __restrict__ sin_t, const unsigned int* __restrict__ pos,
-    bf16_t* __restrict__ k, bf16_t* __restrict__ v, bf16_t* __restrict__ out,
-    const unsigned int* __restrict__ start, const unsigned int* __restrict__ col, int offset,
+    const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, bf16_t* __restrict__ k_out,
+    bf16_t* __restrict__ v_out, bf16_t* __restrict__ out, const unsigned int* __restrict__ start,
+    const unsigned int* __restrict__ col, int offset,
     int nh, int nkv, long long k_batch, long long k_head, int cap, float scale, int interleaved)
 {
     const int c = col ? (int)col[0] : offset;
@@ -182,24 +191,28 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qk
     const int h = blockIdx.x, b = blockIdx.y;
     const int group = nh / nkv, kvh = h / group;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const bf16_t* row = y + (long long)b * (nh + 2 * nkv) * HEAD_DIM;
-    const long long p = pos[b];
     float qv[PER];
-    rope_row(row + (long long)h * HEAD_DIM, cos_t, sin_t, p, lane, interleaved, qv);
+    rope_row(y + ((long long)b * (nh + 2 * nkv) + h) * HEAD_DIM, cos_t, sin_t, pos[b], lane,
+             interleaved, qv);
     #pragma unroll
     for (int i = 0; i < PER; i++) qv[i] *= scale;
     const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
     float m = NEG_INF, s = 0.f, acc[PER];
     #pragma unroll
     for (int i = 0; i < PER; i++) acc[i] = 0.f;
-    // Warp 0 starts from the step's own key (the order of the keys does not change the result).
-    if (warp == 0) {
+    // The step's own key and value go to the warp with the fewest cached keys (the keys are
+    // dealt to the warps UNROLL at a time), before its share: the order of the keys does not
+    // change the result.
+    const int first = (int)start[b];
+    const int chunks = (c - first + UNROLL - 1) / UNROLL;
+    if (warp == (chunks % WARPS == 0 ? WARPS - 1 : chunks % WARPS)) {
+        const bf16_t* kv = y + ((long long)b * (nh + 2 * nkv) + nh + kvh) * HEAD_DIM;
         float kn[PER], vn[PER];
-        rope_row(row + (long long)(nh + kvh) * HEAD_DIM, cos_t, sin_t, p, lane, interleaved, kn);
-        load_row(row + (long long)(nh + nkv + kvh) * HEAD_DIM + lane * PER, vn);
+        rope_row(kv, cos_t, sin_t, pos[b], lane, interleaved, kn);
+        load_row(kv + (long long)nkv * HEAD_DIM + lane * PER, vn);
         if (h % group == 0) {
-            store_row(k + base + (long long)c * HEAD_DIM, kn);
-            store_row(v + base + (long long)c * HEAD_DIM, vn);
+            store_row(k_out + base + (long long)c * HEAD_DIM, kn);
+            store_row(v_out + base + (long long)c * HEAD_DIM, vn);
         }
         float dot = 0.f;
         #pragma unroll
@@ -211,7 +224,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qk
         #pragma unroll
         for (int i = 0; i < PER; i++) acc[i] = vn[i];
     }
-    attend_cached(qv, k, v, base, (int)start[b], c, warp, m, s, acc);
+    attend_cached(qv, k, v, base, first, c, warp, m, s, acc);
     merge_store(m, s, acc, out + ((long long)b * nh + h) * HEAD_DIM + lane * PER, warp, lane);
 }
 

@@ -237,6 +237,11 @@ impl CustomOp1 for DecodeQkvAttention<'_> {
             && sp.v_cache.is_contiguous()
             && sp.cos.dims() == [sp.cos.dim(0)?, hd / 2]
             && sp.sin.dims() == sp.cos.dims()
+            // 8-byte accesses to the projection, the tables and the caches.
+            && [yl.start_offset(), sp.cos.layout().start_offset(), sp.sin.layout().start_offset()]
+                .iter()
+                .chain([sp.k_cache.layout().start_offset(), sp.v_cache.layout().start_offset()].iter())
+                .all(|o| o.is_multiple_of(4))
             && self.start.dims() == [b]
             && self.start.dtype() == candle_core::DType::U32
             && match sp.column {
@@ -287,7 +292,8 @@ impl CustomOp1 for DecodeQkvAttention<'_> {
                                 // The caches are written through their device pointers: the
                                 // engine runs on one stream and holds no other view of the
                                 // column written.
-                                l.arg(kc).arg(vc).arg(&mut out).arg(start).arg(&col);
+                                l.arg(kc).arg(vc).arg(kc).arg(vc);
+                                l.arg(&mut out).arg(start).arg(&col);
                                 l.arg(&offset);
                                 for i in &ints {
                                     l.arg(i);
