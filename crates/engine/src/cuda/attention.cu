@@ -170,9 +170,9 @@ __device__ __forceinline__ void rope_row(const bf16_t* __restrict__ src,
 }
 
 // Decode attention straight from the fused QKV projection y [B, (nh + 2 nkv) * HEAD_DIM] (one
-// token per sequence): the block of (query head h, sequence b) rotates its query, attends over
-// the cached keys start[b] .. c - 1 and then over the step's own key and value at column c
-// (= *col when given, else offset), which it rotates from y itself; the block of the first query
+// token per sequence): the block of (query head h, sequence b) rotates its query and attends over
+// the cached keys start[b] .. c - 1 and the step's own key and value at column c (= *col when
+// given, else offset), which it rotates from y itself; the block of the first query
 // head of each key head also writes them into the caches [B, nkv, cap, HEAD_DIM]. No block reads
 // column c from the caches, so none waits for another's write. Replaces the QKV split kernel and
 // its query tensor in a decode step. y, the tables, and the caches start on 8-byte boundaries.
