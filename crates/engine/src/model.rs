@@ -268,18 +268,7 @@ impl Llama {
                 let y = Linear::dense(h, w)?;
                 #[cfg(feature = "cuda")]
                 if self.kernels {
-                    let split = crate::cuda::layer::QkvSplit {
-                        cos: &self.cos,
-                        sin: &self.sin,
-                        positions,
-                        k_cache: &cache.k[i],
-                        v_cache: &cache.v[i],
-                        column,
-                        heads: nh,
-                        kv_heads: nkv,
-                        head_dim: hd,
-                        interleaved: self.interleaved_rope,
-                    };
+                    let split = self.split_args(i, positions, cache, column);
                     return Ok((crate::cuda::layer::qkv_split(&y, &split)?, true));
                 }
                 let q = y.narrow(2, 0, nh * hd)?;
@@ -311,6 +300,30 @@ impl Llama {
         Ok((q, prescaled))
     }
 
+    /// Where layer `i`'s keys and values go and how its queries and keys are rotated, for the
+    /// kernels that split the fused QKV projection.
+    #[cfg(feature = "cuda")]
+    fn split_args<'a>(
+        &'a self,
+        i: usize,
+        positions: &'a Tensor,
+        cache: &'a KvCache,
+        column: Column<'a>,
+    ) -> crate::cuda::layer::QkvSplit<'a> {
+        crate::cuda::layer::QkvSplit {
+            cos: &self.cos,
+            sin: &self.sin,
+            positions,
+            k_cache: &cache.k[i],
+            v_cache: &cache.v[i],
+            column,
+            heads: self.heads(),
+            kv_heads: self.kv_heads(),
+            head_dim: self.cfg.head_dim(),
+            interleaved: self.interleaved_rope,
+        }
+    }
+
     /// A decode step's attention output `[B, 1, nh * hd]` of layer `i` straight from the fused
     /// QKV projection, in one kernel that also writes the step's keys and values into the cache
     /// ([`crate::cuda::attention::decode_attention_qkv`]); `None` where that kernel does not
@@ -326,7 +339,7 @@ impl Llama {
         column: Column<'_>,
     ) -> Result<Option<Tensor>> {
         let (b, t, _) = h.dims3()?;
-        let (nh, nkv, hd) = (self.heads(), self.kv_heads(), self.cfg.head_dim());
+        let (nh, hd) = (self.heads(), self.cfg.head_dim());
         let (Some(starts), Qkv::Fused(w), 1) = (starts, &self.layers[i].qkv, t) else {
             return Ok(None);
         };
@@ -337,18 +350,7 @@ impl Llama {
             return Ok(None);
         }
         let y = Linear::dense(h, w)?;
-        let split = crate::cuda::layer::QkvSplit {
-            cos: &self.cos,
-            sin: &self.sin,
-            positions,
-            k_cache: &cache.k[i],
-            v_cache: &cache.v[i],
-            column,
-            heads: nh,
-            kv_heads: nkv,
-            head_dim: hd,
-            interleaved: self.interleaved_rope,
-        };
+        let split = self.split_args(i, positions, cache, column);
         // The fused projection's queries carry the attention scale (see `queries`).
         let out = crate::cuda::attention::decode_attention_qkv(&y, &split, starts, 1.0)?;
         Ok(Some(out.reshape((b, t, nh * hd))?))

@@ -39,18 +39,7 @@ pub fn run(args: &[String]) -> Res<()> {
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
-    let timed = |f: &mut dyn FnMut() -> Res<()>| -> Res<f64> {
-        f()?;
-        let mut ms = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let a = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            f()?;
-            let b = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            ms.push(a.elapsed_ms(&b)? as f64);
-        }
-        ms.sort_by(f64::total_cmp);
-        Ok(ms[ms.len() / 2])
-    };
+    let timed = |f: &mut dyn FnMut() -> Res<()>| crate::median_ms(&stream, reps, f);
     for mb in sizes_mb {
         let bytes = mb << 20;
         // Two buffers read in turn, so the second read of one is not served by the L2 cache.

@@ -123,18 +123,7 @@ pub fn run(args: &[String]) -> Res<()> {
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
     };
-    let timed = |f: &mut dyn FnMut() -> Res<()>| -> Res<f64> {
-        f()?;
-        let mut ms = Vec::with_capacity(reps);
-        for _ in 0..reps {
-            let a = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            f()?;
-            let b = stream.record_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-            ms.push(a.elapsed_ms(&b)? as f64);
-        }
-        ms.sort_by(f64::total_cmp);
-        Ok(ms[ms.len() / 2])
-    };
+    let timed = |f: &mut dyn FnMut() -> Res<()>| crate::median_ms(&stream, reps, f);
     let launch_read = |from: i64, to: i64| -> Res<()> {
         let view = buf.slice((from as usize * 16)..(to as usize * 16));
         let n = to - from;

@@ -79,6 +79,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
+/// The median GPU time (CUDA events on `stream`) of `reps` runs of `f`, after one run not timed.
+#[cfg(feature = "cuda")]
+pub(crate) fn median_ms(
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    reps: usize,
+    f: &mut dyn FnMut() -> Result<(), Box<dyn std::error::Error>>,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    use cudarc::driver::sys::CUevent_flags;
+    f()?;
+    let mut ms = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let a = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        f()?;
+        let b = stream.record_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        ms.push(a.elapsed_ms(&b)? as f64);
+    }
+    ms.sort_by(f64::total_cmp);
+    Ok(ms[ms.len() / 2])
+}
+
 pub(crate) type Loaded = (String, candle_core::Device, candle_core::DType, LoadedModel);
 
 /// The model, device and dtype of `--model`, `--device` and `--dtype`, loaded; with `--gpus N`

@@ -206,6 +206,19 @@ pub fn run(args: &[String]) -> Res<()> {
             Tensor::zeros((b, nkv, at + 1, hd), m.dtype, &dev)?,
         );
         let col1 = Tensor::from_vec(vec![at as u32], 1, &dev)?;
+        // Layer-independent: the same tables, positions and caches for every call.
+        let split1 = || wattbench_engine::cuda::layer::QkvSplit {
+            cos: &table,
+            sin: &table,
+            positions: &pos1,
+            k_cache: &kc1,
+            v_cache: &vc1,
+            column: wattbench_engine::model::Column::Device(&col1),
+            heads: nh,
+            kv_heads: nkv,
+            head_dim: hd,
+            interleaved: false,
+        };
         type Body<'a> = Box<dyn Fn() -> Res<()> + 'a>;
         let mut bodies: Vec<(&str, Body)> = vec![(
             "attention_ms",
@@ -246,19 +259,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "qkv_split_ms",
             Box::new(|| {
                 for _ in &m.layers {
-                    let split = wattbench_engine::cuda::layer::QkvSplit {
-                        cos: &table,
-                        sin: &table,
-                        positions: &pos1,
-                        k_cache: &kc1,
-                        v_cache: &vc1,
-                        column: wattbench_engine::model::Column::Device(&col1),
-                        heads: nh,
-                        kv_heads: nkv,
-                        head_dim: hd,
-                        interleaved: false,
-                    };
-                    wattbench_engine::cuda::layer::qkv_split(&y1, &split)?;
+                    wattbench_engine::cuda::layer::qkv_split(&y1, &split1())?;
                 }
                 Ok(())
             }),
@@ -267,20 +268,11 @@ pub fn run(args: &[String]) -> Res<()> {
             "attention_from_qkv_ms",
             Box::new(|| {
                 for _ in &m.layers {
-                    let split = wattbench_engine::cuda::layer::QkvSplit {
-                        cos: &table,
-                        sin: &table,
-                        positions: &pos1,
-                        k_cache: &kc1,
-                        v_cache: &vc1,
-                        column: wattbench_engine::model::Column::Device(&col1),
-                        heads: nh,
-                        kv_heads: nkv,
-                        head_dim: hd,
-                        interleaved: false,
-                    };
                     wattbench_engine::cuda::attention::decode_attention_qkv(
-                        &y1, &split, &starts, 1.0,
+                        &y1,
+                        &split1(),
+                        &starts,
+                        1.0,
                     )?;
                 }
                 Ok(())
