@@ -11,7 +11,8 @@ use cudarc::driver::{sys, LaunchConfig, PushKernelArg};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-const SOURCE: &str = r#"
+/// The read kernel: reads `n` 16-byte words and folds them, so that the loads are kept.
+pub(crate) const READ_FOLD: &str = r#"
 extern "C" __global__ void read_fold(const uint4* __restrict__ p, long long n,
                                      unsigned int* __restrict__ out) {
     unsigned int acc = 0;
@@ -31,7 +32,7 @@ pub fn run(args: &[String]) -> Res<()> {
     let reps: usize = arg(args, "--reps", "20").parse()?;
     let ctx = cudarc::driver::CudaContext::new(0)?;
     let stream = ctx.default_stream();
-    let ptx = cudarc::nvrtc::compile_ptx(SOURCE)?;
+    let ptx = cudarc::nvrtc::compile_ptx(READ_FOLD)?;
     let func = ctx.load_module(ptx)?.load_function("read_fold")?;
     let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
     let mut out = stream.alloc_zeros::<u32>(1)?;
