@@ -67,14 +67,14 @@ __device__ __forceinline__ void attend_cached(
         s *= c;
         #pragma unroll
         for (int i = 0; i < PER; i++) acc[i] *= c;
+        // A row past len (a clamped copy of the last one) weighs 0 rather than being skipped:
+        // every value is used, so none of the round's loads is put off until its branch.
         #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
-            if (j0 + u < len) {
-                const float p = __expf(dot[u] - mn);
-                s += p;
-                #pragma unroll
-                for (int i = 0; i < PER; i++) acc[i] += p * vr[u][i];
-            }
+            const float p = j0 + u < len ? __expf(dot[u] - mn) : 0.f;
+            s += p;
+            #pragma unroll
+            for (int i = 0; i < PER; i++) acc[i] += p * vr[u][i];
         }
         m = mn;
     }

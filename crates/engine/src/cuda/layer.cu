@@ -25,7 +25,8 @@ extern "C" __global__ void add_rms_norm(
 }
 
 // add_rms_norm with 16-byte accesses (n a multiple of 8): the same arithmetic, eight elements at a
-// time per thread.
+// time per thread. A thread's first eight sums and weights stay in registers between the two
+// passes (all of a row's, where n / 8 <= blockDim.x), so the second pass reads nothing back.
 extern "C" __global__ void add_rms_norm_v8(
     const bf16_t* __restrict__ x, const bf16_t* __restrict__ r, const bf16_t* __restrict__ w,
     bf16_t* __restrict__ out, int rows, int n, float eps)
@@ -38,8 +39,21 @@ extern "C" __global__ void add_rms_norm_v8(
     const uint4* wp = reinterpret_cast<const uint4*>(w);
     uint4* sp = reinterpret_cast<uint4*>(out + row * n);
     uint4* hp = reinterpret_cast<uint4*>(out + (long long)rows * n + row * n);
+    const int i0 = threadIdx.x;
+    float s0[8], g0[8];
     float ss = 0.f;
-    for (int i = threadIdx.x; i < n8; i += blockDim.x) {
+    if (i0 < n8) {
+        float b[8];
+        unpack8(xp[i0], s0);
+        unpack8(rp[i0], b);
+        unpack8(wp[i0], g0);
+        #pragma unroll
+        for (int e = 0; e < 8; e++) s0[e] = bf2f(f2bf(s0[e] + b[e]));
+        sp[i0] = pack8(s0);
+        #pragma unroll
+        for (int e = 0; e < 8; e++) ss += s0[e] * s0[e];
+    }
+    for (int i = i0 + blockDim.x; i < n8; i += blockDim.x) {
         float a[8], b[8];
         unpack8(xp[i], a);
         unpack8(rp[i], b);
@@ -51,7 +65,12 @@ extern "C" __global__ void add_rms_norm_v8(
     }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)n + eps);
-    for (int i = threadIdx.x; i < n8; i += blockDim.x) {
+    if (i0 < n8) {
+        #pragma unroll
+        for (int e = 0; e < 8; e++) s0[e] = s0[e] * inv * g0[e];
+        hp[i0] = pack8(s0);
+    }
+    for (int i = i0 + blockDim.x; i < n8; i += blockDim.x) {
         float a[8], g[8];
         unpack8(sp[i], a);
         unpack8(wp[i], g);
