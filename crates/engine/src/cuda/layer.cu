@@ -24,6 +24,30 @@ extern "C" __global__ void add_rms_norm(
     for (int i = threadIdx.x; i < n; i += blockDim.x) hp[i] = f2bf(bf2f(sp[i]) * inv * bf2f(w[i]));
 }
 
+// Word i of a row for add_rms_norm_v8: x + r rounded to bf16 into a (and stored at sp[i], the
+// residual stream), its squares added to ss in order.
+__device__ __forceinline__ void add_word(const uint4* __restrict__ xp, const uint4* __restrict__ rp,
+                                         uint4* __restrict__ sp, int i, float* a, float& ss)
+{
+    float b[8];
+    unpack8(xp[i], a);
+    unpack8(rp[i], b);
+    #pragma unroll
+    for (int e = 0; e < 8; e++) a[e] = bf2f(f2bf(a[e] + b[e]));
+    sp[i] = pack8(a);
+    #pragma unroll
+    for (int e = 0; e < 8; e++) ss += a[e] * a[e];
+}
+
+// Word i of the normalized row: a * inv * g, stored at hp[i].
+__device__ __forceinline__ void norm_word(uint4* __restrict__ hp, int i, float* a, const float* g,
+                                          float inv)
+{
+    #pragma unroll
+    for (int e = 0; e < 8; e++) a[e] = a[e] * inv * g[e];
+    hp[i] = pack8(a);
+}
+
 // add_rms_norm with 16-byte accesses (n a multiple of 8): the same arithmetic, eight elements at a
 // time per thread. A thread's first eight sums and weights stay in registers between the two
 // passes (all of a row's, where n / 8 <= blockDim.x), so the second pass reads nothing back.
@@ -43,40 +67,21 @@ extern "C" __global__ void add_rms_norm_v8(
     float s0[8], g0[8];
     float ss = 0.f;
     if (i0 < n8) {
-        float b[8];
-        unpack8(xp[i0], s0);
-        unpack8(rp[i0], b);
+        add_word(xp, rp, sp, i0, s0, ss);
         unpack8(wp[i0], g0);
-        #pragma unroll
-        for (int e = 0; e < 8; e++) s0[e] = bf2f(f2bf(s0[e] + b[e]));
-        sp[i0] = pack8(s0);
-        #pragma unroll
-        for (int e = 0; e < 8; e++) ss += s0[e] * s0[e];
     }
     for (int i = i0 + blockDim.x; i < n8; i += blockDim.x) {
-        float a[8], b[8];
-        unpack8(xp[i], a);
-        unpack8(rp[i], b);
-        #pragma unroll
-        for (int e = 0; e < 8; e++) a[e] = bf2f(f2bf(a[e] + b[e]));
-        sp[i] = pack8(a);
-        #pragma unroll
-        for (int e = 0; e < 8; e++) ss += a[e] * a[e];
+        float a[8];
+        add_word(xp, rp, sp, i, a, ss);
     }
     ss = block_sum(ss, red);
     const float inv = rsqrtf(ss / (float)n + eps);
-    if (i0 < n8) {
-        #pragma unroll
-        for (int e = 0; e < 8; e++) s0[e] = s0[e] * inv * g0[e];
-        hp[i0] = pack8(s0);
-    }
+    if (i0 < n8) norm_word(hp, i0, s0, g0, inv);
     for (int i = i0 + blockDim.x; i < n8; i += blockDim.x) {
         float a[8], g[8];
         unpack8(sp[i], a);
         unpack8(wp[i], g);
-        #pragma unroll
-        for (int e = 0; e < 8; e++) a[e] = a[e] * inv * g[e];
-        hp[i] = pack8(a);
+        norm_word(hp, i, a, g, inv);
     }
 }
 
