@@ -186,7 +186,7 @@ fn generate_steps(
                 device: crate::device::device_name(&m.device),
                 suggestion: suggest_batch(
                     m,
-                    capacity,
+                    KvCache::columns_for(m, capacity),
                     memory_bytes.or_else(|| crate::device::memory_bytes(&m.device)),
                     crate::device::free_bytes(&m.device),
                 )
@@ -262,12 +262,19 @@ fn generate_steps(
     let graph = Graph::new(m, &sampler, &mut cache, &next, &pads, longest, needed);
     let mut steps = 0;
     let mut pending = None;
+    // A captured step's first step is queued already.
+    #[cfg(feature = "cuda")]
+    if let Graph::Cuda(g) = &graph {
+        sampler.skip(1);
+        steps = 1;
+        pending = Some(reader.start(g.tokens())?);
+    }
     loop {
         if !done.iter().all(|&d| d) && steps < needed {
             let queued = match &graph {
                 #[cfg(feature = "cuda")]
                 Graph::Cuda(g) => {
-                    g.replay().map_err(oom)?;
+                    g.replay(m, &sampler, &mut cache).map_err(oom)?;
                     sampler.skip(1);
                     reader.start(g.tokens())?
                 }
@@ -365,9 +372,10 @@ enum Graph {
 }
 
 impl Graph {
-    /// A captured decode step where it applies (CUDA with the engine's kernels, a head dimension
-    /// the fused attention serves, graphs on, at least two steps to run); otherwise, or if the
-    /// capture fails, none.
+    /// Decode steps replayed from a CUDA graph where it applies (CUDA with the engine's kernels, a
+    /// head dimension the fused attention serves, graphs on, at least two steps to run), the
+    /// first of them queued already ([`crate::cuda::graph::DecodeGraph::start`]); otherwise, or if
+    /// that first step fails, none.
     fn new(
         m: &Llama,
         sampler: &Sampler,
@@ -383,10 +391,17 @@ impl Graph {
             && crate::cuda::graph::enabled()
             && steps >= 2
         {
-            match crate::cuda::graph::DecodeGraph::capture(m, sampler, cache, first, pads, column) {
-                Ok(g) => return Graph::Cuda(g),
+            match crate::cuda::graph::DecodeGraph::start(m, sampler, cache, first, pads, column) {
+                Ok(g) => {
+                    if let Some(why) = g.failure() {
+                        eprintln!(
+                            "wattbench: decode steps run without a CUDA graph: capturing one failed ({why})"
+                        );
+                    }
+                    return Graph::Cuda(g);
+                }
                 Err(e) => eprintln!(
-                    "wattbench: decode steps run without a CUDA graph: capturing one failed ({})",
+                    "wattbench: decode steps run one operation at a time: the first failed ({})",
                     e.to_string().lines().next().unwrap_or("")
                 ),
             }
@@ -397,6 +412,10 @@ impl Graph {
 
     /// Frees the graph; whether there was one.
     fn release(self) -> bool {
-        !matches!(self, Graph::None)
+        match self {
+            Graph::None => false,
+            #[cfg(feature = "cuda")]
+            Graph::Cuda(g) => g.failure().is_none(),
+        }
     }
 }

@@ -140,7 +140,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    pub fn new(m: &Llama, batch: usize, capacity: usize) -> Result<KvCache> {
+    /// Caches for `batch` sequences of up to `columns` positions each, of
+    /// [`KvCache::columns_for`] columns.
+    pub fn new(m: &Llama, batch: usize, columns: usize) -> Result<KvCache> {
+        let capacity = KvCache::columns_for(m, columns);
         let shape = (batch, m.kv_heads(), capacity, m.cfg.head_dim());
         let mut k = Vec::with_capacity(m.layers.len());
         let mut v = Vec::with_capacity(m.layers.len());
@@ -150,6 +153,31 @@ impl KvCache {
         }
         Ok(KvCache { k, v, capacity })
     }
+
+    /// The columns a cache for `columns` positions has: with the engine's CUDA kernels, which
+    /// read a sequence's keys only up to its last column, `columns` rounded up to an odd multiple
+    /// of 16. Every (sequence, key head) of a layer's cache is a block of `capacity` rows that a
+    /// decode step reads from its start; blocks a multiple of a large power of two apart (384
+    /// columns of 256-byte rows: 96 KiB, 2^15 · 3) crowd their reads onto the same memory
+    /// channels, and an H100's decode attention over them took 1.5–2% longer than over blocks
+    /// 400 columns apart (bench/RESULTS.md). Elsewhere `columns` as it is.
+    pub fn columns_for(m: &Llama, columns: usize) -> usize {
+        if m.kernels() {
+            odd_sixteens(columns)
+        } else {
+            columns
+        }
+    }
+
+    /// The key and value caches of layer `i`, `[B, kv_heads, capacity, head_dim]` each.
+    pub fn layer(&self, i: usize) -> Option<(&Tensor, &Tensor)> {
+        Some((self.k.get(i)?, self.v.get(i)?))
+    }
+}
+
+/// `columns` rounded up to an odd multiple of 16 ([`KvCache::columns_for`]).
+fn odd_sixteens(columns: usize) -> usize {
+    16 * (columns.div_ceil(16) | 1)
 }
 
 /// Attention heads, key/value heads and MLP columns of shard `rank` of `world`, or why `cfg`
@@ -522,7 +550,8 @@ impl Llama {
             starts.as_ref(),
             cache,
             Column::Host(offset),
-        )
+        )?
+        .to_dtype(DType::F32)
     }
 
     /// Whether the engine's attention kernels serve a forward pass of `t` tokens per sequence
@@ -546,7 +575,8 @@ impl Llama {
     /// on the device (u32 `[1]`); `starts [B]` (u32, on the device) is each sequence's first
     /// column after its padding. Nothing here depends on host values that change from step to
     /// step, so the step can be captured in a CUDA graph and replayed. Needs the engine's CUDA
-    /// kernels ([`Llama::kernels`]).
+    /// kernels ([`Llama::kernels`]). The logits, `[B, vocab]`, stay in the model's dtype: the
+    /// sampler reads bf16 as it is, which spares a step the kernel that widens them to f32.
     pub fn decode_at(
         &self,
         tokens: &Tensor,
@@ -568,6 +598,8 @@ impl Llama {
         )
     }
 
+    /// [`Llama::forward`] at a column on the host or the device; the last column's logits in the
+    /// model's dtype.
     fn forward_at(
         &self,
         tokens: &Tensor,
@@ -666,10 +698,7 @@ impl Llama {
             (x, h) = self.add_norm(&x, &self.reduce(self.mlp(l, &h)?)?, next_norm)?;
         }
         let last = h.narrow(1, h.dim(1)? - 1, 1)?.contiguous()?;
-        self.lm_head
-            .forward(&last)?
-            .squeeze(1)?
-            .to_dtype(DType::F32)
+        self.lm_head.forward(&last)?.squeeze(1)
     }
 }
 
@@ -718,4 +747,18 @@ pub fn positions(pads: &[usize], t: usize, offset: usize, device: &Device) -> Re
 /// The index of the largest logit of each row, `[B]`.
 pub fn argmax(logits: &Tensor) -> Result<Vec<u32>> {
     logits.argmax(D::Minus1)?.to_vec1::<u32>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::odd_sixteens;
+
+    #[test]
+    fn cache_columns_round_up_to_an_odd_multiple_of_sixteen() {
+        let got: Vec<usize> = [1, 16, 17, 32, 257, 384, 385, 400, 401, 2048]
+            .iter()
+            .map(|&c| odd_sixteens(c))
+            .collect();
+        assert_eq!(got, [16, 16, 48, 48, 272, 400, 400, 400, 432, 2064]);
+    }
 }

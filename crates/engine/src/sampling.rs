@@ -64,7 +64,7 @@ impl Sampler {
         }
     }
 
-    /// One token per row of `logits` (CUDA) with the noise of the step held in `step` (u64
+    /// One token per row of `logits` (CUDA, f32 or bf16) with the noise of the step held in `step` (u64
     /// `[1]` on the device) when the kernel runs, for decode steps captured in a CUDA graph: the
     /// same tokens as [`Sampler::sample_on_device`] at that step. Greedy decoding ignores `step`.
     #[cfg(feature = "cuda")]

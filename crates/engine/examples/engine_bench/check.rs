@@ -419,13 +419,23 @@ fn sampling() -> Res<serde_json::Value> {
     use wattbench_engine::cuda::sample::sample_with;
     let rows256 = (Tensor::randn(0f32, 1.0, (256, v), &dev)? * 3.0)?;
     let mut same_kernels = Vec::new();
+    // And bf16 logits (a decode step's, sampled as they are) against the same values in f32.
+    let rows16 = rows256.to_dtype(candle_core::DType::BF16)?;
+    let widened = rows16.to_dtype(candle_core::DType::F32)?;
+    let mut same_bf16 = Vec::new();
     for (t, p) in [(0.8, 0.95), (1.0, 1.0), (0.05, 0.95)] {
         let a = sample_with(&rows256, t, p, 9, 4, None, true)?.to_vec1::<u32>()?;
         let b = sample_with(&rows256, t, p, 9, 4, None, false)?.to_vec1::<u32>()?;
         same_kernels.push(a.iter().zip(&b).filter(|(x, y)| x == y).count());
+        for registers in [true, false] {
+            let a = sample_with(&rows16, t, p, 9, 4, None, registers)?.to_vec1::<u32>()?;
+            let b = sample_with(&widened, t, p, 9, 4, None, registers)?.to_vec1::<u32>()?;
+            same_bf16.push(a.iter().zip(&b).filter(|(x, y)| x == y).count());
+        }
     }
     Ok(serde_json::json!({
         "registers_kernel_same_tokens_of_256": same_kernels,
+        "bf16_same_tokens_as_f32_of_256": same_bf16,
         "small_vocab_frequencies": got,
         "small_vocab_expected": want,
         "large_vocab_inside_top_p": inside,

@@ -35,15 +35,38 @@ pub(crate) fn timed(
     Ok((1e3 * total / reps as f64, 1e3 * host / reps as f64))
 }
 
+/// Mean time of `body` replayed from a CUDA graph (after one run outside it).
+fn graph_ms(
+    reps: usize,
+    cd: &candle_core::cuda::CudaDevice,
+    body: Box<dyn Fn() -> Res<()> + '_>,
+) -> Res<f64> {
+    let dev = candle_core::Device::Cuda(cd.clone());
+    body()?;
+    dev.synchronize()?;
+    let stream = cd.cuda_stream();
+    stream.begin_capture(
+        cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
+    )?;
+    let ran = body();
+    let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
+    ran?;
+    let graph = graph.ok_or("empty graph")?;
+    Ok(timed(reps, &dev, || Ok(graph.launch()?))?.0)
+}
+
 pub fn run(args: &[String]) -> Res<()> {
     let (name, dev, _, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
     let m = &loaded.model;
     let b: usize = arg(args, "--batch", "64").parse()?;
     let at: usize = arg(args, "--at", "256").parse()?;
     let reps: usize = arg(args, "--reps", "20").parse()?;
+    // The cache's columns: a prompt of 128 and 256 new tokens (the peer workload) unless
+    // `--capacity` says otherwise, and long enough for the graph's replays below, which move on
+    // one column each.
+    let capacity: usize = arg(args, "--capacity", "384").parse()?;
     let pads = vec![0usize; b];
-    // Long enough for the graph's replays below, which move on one column each.
-    let mut cache = KvCache::new(m, b, at + reps + 4)?;
+    let mut cache = KvCache::new(m, b, capacity.max(at + reps + 4))?;
     let input = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), (b, 1), &dev)?;
     let pos = positions(&pads, 1, at, &dev)?;
     let mut sampler = Sampler::new(0.8, 0.95, 0, &dev)?;
@@ -219,6 +242,33 @@ pub fn run(args: &[String]) -> Res<()> {
             head_dim: hd,
             interleaved: false,
         };
+        // The same kernel over the layers' own caches (their capacity apart, as in a step).
+        let layer_split = |i: usize| -> Res<wattbench_engine::cuda::layer::QkvSplit> {
+            let (k_cache, v_cache) = cache.layer(i).ok_or("no such layer")?;
+            Ok(wattbench_engine::cuda::layer::QkvSplit {
+                k_cache,
+                v_cache,
+                ..split1()
+            })
+        };
+        // One cache at the layers' capacity for every layer, and the layers' caches as views of
+        // one allocation (where that fits beside the real ones).
+        let cap = cache.capacity;
+        let (kcap, vcap) = (
+            Tensor::zeros((b, nkv, cap, hd), m.dtype, &dev)?,
+            Tensor::zeros((b, nkv, cap, hd), m.dtype, &dev)?,
+        );
+        let layers = m.layers.len();
+        let one = if b <= 64 {
+            Some((
+                Tensor::zeros((layers * b, nkv, cap, hd), m.dtype, &dev)?,
+                Tensor::zeros((layers * b, nkv, cap, hd), m.dtype, &dev)?,
+            ))
+        } else {
+            None
+        };
+        let logits16 = logits.to_dtype(m.dtype)?;
+        let sample = |l: &Tensor| wattbench_engine::cuda::sample::sample(l, 0.8, 0.95, 0, 1, None);
         type Body<'a> = Box<dyn Fn() -> Res<()> + 'a>;
         let mut bodies: Vec<(&str, Body)> = vec![(
             "attention_ms",
@@ -278,7 +328,88 @@ pub fn run(args: &[String]) -> Res<()> {
                 Ok(())
             }),
         ));
+        bodies.push((
+            "attention_layers_ms",
+            Box::new(|| {
+                for i in 0..m.layers.len() {
+                    wattbench_engine::cuda::attention::decode_attention_qkv(
+                        &y1,
+                        &layer_split(i)?,
+                        &starts,
+                        1.0,
+                    )?;
+                }
+                Ok(())
+            }),
+        ));
+        bodies.push((
+            "attention_capacity_ms",
+            Box::new(|| {
+                for _ in 0..layers {
+                    let split = wattbench_engine::cuda::layer::QkvSplit {
+                        k_cache: &kcap,
+                        v_cache: &vcap,
+                        ..split1()
+                    };
+                    wattbench_engine::cuda::attention::decode_attention_qkv(
+                        &y1, &split, &starts, 1.0,
+                    )?;
+                }
+                Ok(())
+            }),
+        ));
+        if let Some((k1, v1)) = &one {
+            bodies.push((
+                "attention_one_allocation_ms",
+                Box::new(|| {
+                    for i in 0..layers {
+                        let (k, v) = (k1.narrow(0, i * b, b)?, v1.narrow(0, i * b, b)?);
+                        let split = wattbench_engine::cuda::layer::QkvSplit {
+                            k_cache: &k,
+                            v_cache: &v,
+                            ..split1()
+                        };
+                        wattbench_engine::cuda::attention::decode_attention_qkv(
+                            &y1, &split, &starts, 1.0,
+                        )?;
+                    }
+                    Ok(())
+                }),
+            ));
+        }
+        // The output head and the sampling kernel, alone and as a step runs them (the head's bf16
+        // logits sampled as they are), and the sampling of f32 logits.
+        bodies.push(("sample_ms", Box::new(|| Ok(sample(&logits16).map(drop)?))));
+        bodies.push(("sample_f32_ms", Box::new(|| Ok(sample(&logits).map(drop)?))));
+        if let Linear::Dense(w) = &m.lm_head {
+            bodies.push(("head_ms", Box::new(|| Ok(Linear::dense(&h, w).map(drop)?))));
+            bodies.push((
+                "head_sample_ms",
+                Box::new(|| Ok(sample(&Linear::dense(&h, w)?.squeeze(1)?).map(drop)?)),
+            ));
+        }
         if all {
+            // Products and attention over the layers' caches in a step's order and with its
+            // data flow, without the element-wise kernels between them.
+            bodies.push((
+                "products_attention_ms",
+                Box::new(|| {
+                    for i in 0..m.layers.len() {
+                        let y = Linear::dense(&h, qkv_w[i])?;
+                        let att = wattbench_engine::cuda::attention::decode_attention_qkv(
+                            &y,
+                            &layer_split(i)?,
+                            &starts,
+                            1.0,
+                        )?
+                        .reshape((b, 1, nh * hd))?;
+                        Linear::dense(&att, o_w[i])?;
+                        Linear::dense(&h, gu_w[i])?;
+                        Linear::dense(&a, down_w[i])?;
+                    }
+                    Ok(())
+                }),
+            ));
             bodies.push((
                 "products_ms",
                 Box::new(|| {
@@ -292,19 +423,35 @@ pub fn run(args: &[String]) -> Res<()> {
                 }),
             ));
         }
-        let stream = cd.cuda_stream();
         for (name, body) in bodies {
-            body()?;
-            dev.synchronize()?;
-            stream.begin_capture(
-                cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL,
-            )?;
-            let ran = body();
-            let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
-            ran?;
-            let graph = graph.ok_or("empty graph")?;
-            let (ms, _) = timed(reps, &dev, || Ok(graph.launch()?))?;
-            in_graph.insert(name.into(), ms.into());
+            in_graph.insert(name.into(), graph_ms(reps, cd, body)?.into());
+        }
+        // The same attention over one cache of each capacity in `--capacities` (the columns
+        // read stay those of `--at`): what the stride between a sequence's heads costs.
+        let capacities = arg(args, "--capacities", "");
+        for c in capacities.split(',').filter(|c| !c.is_empty()) {
+            let c: usize = c.parse()?;
+            let (kc, vc) = (
+                Tensor::zeros((b, nkv, c, hd), m.dtype, &dev)?,
+                Tensor::zeros((b, nkv, c, hd), m.dtype, &dev)?,
+            );
+            let body = || -> Res<()> {
+                for _ in 0..layers {
+                    let split = wattbench_engine::cuda::layer::QkvSplit {
+                        k_cache: &kc,
+                        v_cache: &vc,
+                        ..split1()
+                    };
+                    wattbench_engine::cuda::attention::decode_attention_qkv(
+                        &y1, &split, &starts, 1.0,
+                    )?;
+                }
+                Ok(())
+            };
+            in_graph.insert(
+                format!("attention_capacity_{c}_ms"),
+                graph_ms(reps, cd, Box::new(body))?.into(),
+            );
         }
     }
     // The same step replayed from a CUDA graph, from column `at` on (in the same cache: a second
@@ -316,10 +463,13 @@ pub fn run(args: &[String]) -> Res<()> {
         for (way, on) in [("ms", lt), ("cublas_ms", false)] {
             wattbench_engine::cuda::gemm::set_enabled(on);
             let first = Tensor::from_vec((0..b as u32).map(|i| 3 + i).collect(), b, &dev)?;
-            let g = wattbench_engine::cuda::graph::DecodeGraph::capture(
+            let g = wattbench_engine::cuda::graph::DecodeGraph::start(
                 m, &sampler, &mut cache, &first, &pads, at,
             )?;
-            let (ms, host) = timed(reps, &dev, || Ok(g.replay()?))?;
+            if let Some(why) = g.failure() {
+                return Err(format!("capturing the decode step failed: {why}").into());
+            }
+            let (ms, host) = timed(reps, &dev, || Ok(g.replay(m, &sampler, &mut cache)?))?;
             r.insert(way.into(), ms.into());
             if way == "ms" {
                 r.insert("host_ms".into(), host.into());
@@ -336,6 +486,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "kernels": m.kernels(),
             "batch": b,
             "cache_column": at,
+            "cache_capacity": cache.capacity,
             "step_ms": step,
             "step_host_ms": step_host,
             "forward_ms": fwd,

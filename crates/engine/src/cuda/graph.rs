@@ -12,7 +12,7 @@
 //! freed inside the graph (stream-ordered allocation), so a replay allocates nothing.
 //!
 //! `WATTBENCH_CUDA_GRAPHS=0` turns graphs off. A capture that fails leaves nothing behind (a
-//! captured step is not executed) and the caller goes on step by step.
+//! captured step is not executed) and the steps go on one operation at a time.
 
 use crate::model::{positions, KvCache, Llama};
 use crate::sampling::Sampler;
@@ -39,23 +39,34 @@ pub fn set_enabled(on: bool) {
     SETTING.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// One decode step of a batch, captured; each [`DecodeGraph::replay`] runs the next step.
+/// The decode steps of a batch: the first run at once, the ones after it replayed from a CUDA
+/// graph of the step (or, where capturing failed, run one operation at a time the same way).
 pub struct DecodeGraph {
-    graph: CudaGraph,
-    /// u32 `[B]`: the tokens the next replay reads, and the tokens it samples, in place.
+    graph: Option<CudaGraph>,
+    /// Why there is no graph, if there is none.
+    failure: Option<String>,
+    /// u32 `[B]`: the tokens the next step reads, and the tokens it samples, in place.
     tokens: Tensor,
-    // Read by the graph's kernels: kept alive as long as the graph.
-    _positions: Tensor,
-    _starts: Tensor,
-    _col: Tensor,
-    _step: Tensor,
+    // Read and moved on by every step.
+    positions: Tensor,
+    starts: Tensor,
+    col: Tensor,
+    step: Tensor,
 }
 
 impl DecodeGraph {
-    /// Captures the decode step of `m` that reads `first` (u32 `[B]`, the tokens sampled by the
+    /// Queues the decode step of `m` that reads `first` (u32 `[B]`, the tokens sampled by the
     /// prefill) and writes cache column `column` for sequences left-padded by `pads`, sampling
-    /// with `sampler` from its next step on. Nothing runs until the first replay.
-    pub fn capture(
+    /// with `sampler` from its next step on; then, while the GPU runs it, captures the same step
+    /// one column on, which each [`DecodeGraph::replay`] runs for the next column. The tokens of
+    /// every step are in [`DecodeGraph::tokens`] once it has run.
+    ///
+    /// The first step does what a first pass before the capture has to do in any case: candle
+    /// uploads the shapes and strides of some operations from the host, which a graph cannot
+    /// replay, and with its upload cache on the first step uploads them once and the capture
+    /// reuses them. Doing it as the batch's first real step spares a batch one wasted step and the
+    /// wait for it. A capture that fails executes nothing; the steps then run without a graph.
+    pub fn start(
         m: &Llama,
         sampler: &Sampler,
         cache: &mut KvCache,
@@ -67,57 +78,63 @@ impl DecodeGraph {
             candle_core::bail!("CUDA graphs need a CUDA device");
         };
         let b = pads.len();
-        let tokens = first.copy()?;
-        let pos = positions(pads, 1, column, &m.device)?;
         let starts: Vec<u32> = pads.iter().map(|&p| p as u32).collect();
-        let starts = Tensor::from_vec(starts, b, &m.device)?;
-        let col = Tensor::from_vec(vec![column as u32], 1, &m.device)?;
-        let step = Tensor::from_vec(vec![sampler.next_step() as i64], 1, &m.device)?;
-        let input = tokens.reshape((b, 1))?;
-        // candle uploads the shapes and strides of some operations from the host, which a graph
-        // cannot replay: with its upload cache on, a first pass uploads them once and the capture
-        // reuses them. (The state above was made before, so none of it is a cached upload.) The
-        // first pass is the step itself minus moving on: it writes the keys and values that the
-        // first replay writes again, the same ones.
+        let mut g = DecodeGraph {
+            graph: None,
+            failure: None,
+            tokens: first.copy()?,
+            positions: positions(pads, 1, column, &m.device)?,
+            starts: Tensor::from_vec(starts, b, &m.device)?,
+            col: Tensor::from_vec(vec![column as u32], 1, &m.device)?,
+            step: Tensor::from_vec(vec![sampler.next_step() as i64], 1, &m.device)?,
+        };
+        // (The state above was made before, so none of it is a cached upload.)
         let _uploads = dev.enable_cuda_graph_htod_cache();
-        {
-            let logits = m.decode_at(&input, &pos, &starts, cache, &col)?;
-            sampler.sample_at(&logits, &step)?;
-        }
-        super::layer::load_next_column(dev)?;
-        m.device.synchronize()?;
+        g.run(m, sampler, cache)?;
         let stream = dev.cuda_stream();
-        super::driver(
-            stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
-        )?;
-        let body = (|| -> Result<()> {
-            let logits = m.decode_at(&input, &pos, &starts, cache, &col)?;
-            let next = sampler.sample_at(&logits, &step)?;
-            tokens.slice_set(&next, 0, 0)?;
-            super::layer::next_column(&col, &pos, Some(&step))
+        let captured = (|| -> Result<CudaGraph> {
+            super::driver(
+                stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+            )?;
+            let body = g.run(m, sampler, cache);
+            // The capture ends whatever happened inside it.
+            let ended = stream.end_capture(CUgraphInstantiate_flags(0));
+            body?;
+            super::driver(ended)?
+                .ok_or_else(|| candle_core::Error::Msg("the captured decode step is empty".into()))
         })();
-        // The capture ends whatever happened inside it.
-        let ended = stream.end_capture(CUgraphInstantiate_flags(0));
-        body?;
-        let graph = super::driver(ended)?
-            .ok_or_else(|| candle_core::Error::Msg("the captured decode step is empty".into()))?;
-        Ok(DecodeGraph {
-            graph,
-            tokens,
-            _positions: pos,
-            _starts: starts,
-            _col: col,
-            _step: step,
-        })
+        match captured {
+            Ok(graph) => g.graph = Some(graph),
+            Err(e) => g.failure = Some(e.to_string().lines().next().unwrap_or("").to_string()),
+        }
+        Ok(g)
     }
 
-    /// Queues the next decode step.
-    pub fn replay(&self) -> Result<()> {
-        super::driver(self.graph.launch())
+    /// One decode step, queued operation by operation (or captured).
+    fn run(&self, m: &Llama, sampler: &Sampler, cache: &mut KvCache) -> Result<()> {
+        let b = self.tokens.elem_count();
+        let input = self.tokens.reshape((b, 1))?;
+        let logits = m.decode_at(&input, &self.positions, &self.starts, cache, &self.col)?;
+        let next = sampler.sample_at(&logits, &self.step)?;
+        self.tokens.slice_set(&next, 0, 0)?;
+        super::layer::next_column(&self.col, &self.positions, Some(&self.step))
+    }
+
+    /// Queues the next decode step: a replay of the graph, or without one, the step's operations.
+    pub fn replay(&self, m: &Llama, sampler: &Sampler, cache: &mut KvCache) -> Result<()> {
+        match &self.graph {
+            Some(graph) => super::driver(graph.launch()),
+            None => self.run(m, sampler, cache),
+        }
     }
 
     /// The tokens of the last step queued (u32 `[B]`), on the device.
     pub fn tokens(&self) -> &Tensor {
         &self.tokens
+    }
+
+    /// Why the step could not be captured, if it could not (steps then run without a graph).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
     }
 }

@@ -286,11 +286,6 @@ pub fn qkv_split(y: &Tensor, split: &QkvSplit<'_>) -> Result<Tensor> {
     y.apply_op1_no_bwd(split)
 }
 
-/// Loads the kernel of [`next_column`] on `dev` (module loading has no place in a graph capture).
-pub fn load_next_column(dev: &candle_core::cuda::CudaDevice) -> Result<()> {
-    function(dev, MODULE, SOURCE, &[], "next_column").map(|_| ())
-}
-
 /// Moves a step replayed from a CUDA graph on by one column: `col` (u32 `[1]`), the rotary
 /// positions `pos` (u32 `[B, 1]`) and, when given, the sampling step `step` (i64 `[1]`), all on
 /// the device and changed in place.

@@ -1,6 +1,8 @@
-//! Temperature and top-p sampling of a batch of f32 logits in one kernel (see `sample.cu`).
+//! Temperature and top-p sampling of a batch of f32 or bf16 logits in one kernel (see
+//! `sample.cu`).
 
 use super::{driver, function};
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 
@@ -36,12 +38,13 @@ impl CustomOp1 for Sample {
             candle_core::bail!("sampling expects contiguous logits, got {l:?}");
         }
         let dev = s.device.clone();
-        let logits = s.as_cuda_slice::<f32>()?.slice(l.start_offset()..);
         // Vocabularies that fit 32 values per thread keep them in registers.
-        let name = if self.registers && v <= 32 * THREADS as usize {
-            "sample_top_p_r32"
-        } else {
-            "sample_top_p"
+        let name = match (self.registers && v <= 32 * THREADS as usize, s.dtype()) {
+            (true, DType::F32) => "sample_top_p_r32",
+            (true, DType::BF16) => "sample_top_p_r32_bf16",
+            (false, DType::F32) => "sample_top_p",
+            (false, DType::BF16) => "sample_top_p_bf16",
+            (_, other) => candle_core::bail!("sampling expects f32 or bf16 logits, got {other:?}"),
         };
         let func = function(&dev, "wattbench_sample", SOURCE, &[], name)?;
         let stream = dev.cuda_stream();
@@ -53,9 +56,17 @@ impl CustomOp1 for Sample {
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
+        let f32s;
+        let bf16s;
         let mut a = stream.launch_builder(&func);
-        a.arg(&logits)
-            .arg(&mut out)
+        if s.dtype() == DType::F32 {
+            f32s = s.as_cuda_slice::<f32>()?.slice(l.start_offset()..);
+            a.arg(&f32s);
+        } else {
+            bf16s = s.as_cuda_slice::<half::bf16>()?.slice(l.start_offset()..);
+            a.arg(&bf16s);
+        }
+        a.arg(&mut out)
             .arg(&v_i)
             .arg(&inv_t)
             .arg(&p)
@@ -68,7 +79,7 @@ impl CustomOp1 for Sample {
     }
 }
 
-/// One token per row of `logits [B, V]` (f32, CUDA), as u32 `[B]` on the device: `step` and
+/// One token per row of `logits [B, V]` (f32 or bf16, CUDA), as u32 `[B]` on the device: `step` and
 /// `seed` pick the noise, so the same (seed, step, logits) give the same tokens. `step_on_device`
 /// (i64 `[1]`), when given, replaces `step` with the value it holds when the kernel runs.
 pub fn sample(
@@ -103,8 +114,8 @@ pub fn sample_with(
         None => 0,
     };
     let (_, v) = logits.dims2()?;
-    if logits.dtype() != DType::F32 || v == 0 || v > i32::MAX as usize {
-        candle_core::bail!("sampling expects f32 logits [batch, vocab], got {logits:?}");
+    if !matches!(logits.dtype(), DType::F32 | DType::BF16) || v == 0 || v > i32::MAX as usize {
+        candle_core::bail!("sampling expects f32 or bf16 logits [batch, vocab], got {logits:?}");
     }
     logits.contiguous()?.apply_op1_no_bwd(&Sample {
         temperature,
