@@ -7,7 +7,11 @@
 //! `--prompt-len` tokens per sequence, whole and in parts (matrix products, attention, the fused
 //! element-wise kernels), on random inputs. Means over `--reps` repetitions. `in_graph`: the
 //! layers' products (in a decode step's order), decode attention and element-wise kernels, each
-//! kind replayed alone from a CUDA graph — what each costs inside a captured step.
+//! kind replayed alone from a CUDA graph — what each costs inside a captured step — and the
+//! attention over the layers' own caches (`--capacity` columns, 384 by default: a prompt of 128
+//! and 256 new tokens), the products and that attention in a step's order, the output head with
+//! sampling, and the attention over one cache of each capacity in `--capacities` (a list).
+//! `cache_capacity` is the columns the caches got ([`KvCache::columns_for`]).
 
 use crate::{arg, load};
 use candle_core::Tensor;

@@ -57,15 +57,15 @@ pub struct DecodeGraph {
 impl DecodeGraph {
     /// Queues the decode step of `m` that reads `first` (u32 `[B]`, the tokens sampled by the
     /// prefill) and writes cache column `column` for sequences left-padded by `pads`, sampling
-    /// with `sampler` from its next step on; then, while the GPU runs it, captures the same step
-    /// one column on, which each [`DecodeGraph::replay`] runs for the next column. The tokens of
-    /// every step are in [`DecodeGraph::tokens`] once it has run.
+    /// with `sampler` from its next step on; then captures the same step one column on, which
+    /// each [`DecodeGraph::replay`] runs for the next column. The tokens of every step are in
+    /// [`DecodeGraph::tokens`] once it has run.
     ///
     /// The first step does what a first pass before the capture has to do in any case: candle
     /// uploads the shapes and strides of some operations from the host, which a graph cannot
     /// replay, and with its upload cache on the first step uploads them once and the capture
-    /// reuses them. Doing it as the batch's first real step spares a batch one wasted step and the
-    /// wait for it. A capture that fails executes nothing; the steps then run without a graph.
+    /// reuses them. Doing it as the batch's first real step spares a batch one wasted step. A
+    /// capture that fails executes nothing; the steps then run without a graph.
     pub fn start(
         m: &Llama,
         sampler: &Sampler,
@@ -91,6 +91,9 @@ impl DecodeGraph {
         // (The state above was made before, so none of it is a cached upload.)
         let _uploads = dev.enable_cuda_graph_htod_cache();
         g.run(m, sampler, cache)?;
+        // Capturing while the GPU still ran that step made the first replays after it slower
+        // (bench/RESULTS.md), and whole batches no faster.
+        m.device.synchronize()?;
         let stream = dev.cuda_stream();
         let captured = (|| -> Result<CudaGraph> {
             super::driver(
