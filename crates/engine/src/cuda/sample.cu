@@ -174,7 +174,7 @@ __device__ __forceinline__ void sample_body(
 }
 
 #define SAMPLE_ARGS(T)                                                                           \
-    const T* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,        \
+    const T* __restrict__ logits, unsigned int* __restrict__ out, int V, float inv_t,            \
         float top_p, unsigned long long seed, unsigned long long step,                           \
         const unsigned long long* __restrict__ step_p
 #define SAMPLE_PASS logits, out, V, inv_t, top_p, seed, step, step_p
