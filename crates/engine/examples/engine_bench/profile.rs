@@ -255,6 +255,16 @@ pub fn run(args: &[String]) -> Res<()> {
                 ..split1()
             })
         };
+        // Decode attention from the QKV projection over the caches `k` and `v`.
+        let attend = |k: &Tensor, v: &Tensor| -> Res<()> {
+            let split = wattbench_engine::cuda::layer::QkvSplit {
+                k_cache: k,
+                v_cache: v,
+                ..split1()
+            };
+            wattbench_engine::cuda::attention::decode_attention_qkv(&y1, &split, &starts, 1.0)?;
+            Ok(())
+        };
         // One cache at the layers' capacity for every layer, and the layers' caches as views of
         // one allocation (where that fits beside the real ones).
         let cap = cache.capacity;
@@ -335,13 +345,9 @@ pub fn run(args: &[String]) -> Res<()> {
         bodies.push((
             "attention_layers_ms",
             Box::new(|| {
-                for i in 0..m.layers.len() {
-                    wattbench_engine::cuda::attention::decode_attention_qkv(
-                        &y1,
-                        &layer_split(i)?,
-                        &starts,
-                        1.0,
-                    )?;
+                for i in 0..layers {
+                    let (k, v) = cache.layer(i).ok_or("no such layer")?;
+                    attend(k, v)?;
                 }
                 Ok(())
             }),
@@ -350,14 +356,7 @@ pub fn run(args: &[String]) -> Res<()> {
             "attention_capacity_ms",
             Box::new(|| {
                 for _ in 0..layers {
-                    let split = wattbench_engine::cuda::layer::QkvSplit {
-                        k_cache: &kcap,
-                        v_cache: &vcap,
-                        ..split1()
-                    };
-                    wattbench_engine::cuda::attention::decode_attention_qkv(
-                        &y1, &split, &starts, 1.0,
-                    )?;
+                    attend(&kcap, &vcap)?;
                 }
                 Ok(())
             }),
@@ -367,15 +366,7 @@ pub fn run(args: &[String]) -> Res<()> {
                 "attention_one_allocation_ms",
                 Box::new(|| {
                     for i in 0..layers {
-                        let (k, v) = (k1.narrow(0, i * b, b)?, v1.narrow(0, i * b, b)?);
-                        let split = wattbench_engine::cuda::layer::QkvSplit {
-                            k_cache: &k,
-                            v_cache: &v,
-                            ..split1()
-                        };
-                        wattbench_engine::cuda::attention::decode_attention_qkv(
-                            &y1, &split, &starts, 1.0,
-                        )?;
+                        attend(&k1.narrow(0, i * b, b)?, &v1.narrow(0, i * b, b)?)?;
                     }
                     Ok(())
                 }),
@@ -441,14 +432,7 @@ pub fn run(args: &[String]) -> Res<()> {
             );
             let body = || -> Res<()> {
                 for _ in 0..layers {
-                    let split = wattbench_engine::cuda::layer::QkvSplit {
-                        k_cache: &kc,
-                        v_cache: &vc,
-                        ..split1()
-                    };
-                    wattbench_engine::cuda::attention::decode_attention_qkv(
-                        &y1, &split, &starts, 1.0,
-                    )?;
+                    attend(&kc, &vc)?;
                 }
                 Ok(())
             };
