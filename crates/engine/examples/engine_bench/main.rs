@@ -20,6 +20,9 @@
 //! `--mode chain`: what kernel boundaries cost a chain of memory-bound reads (a decode step's
 //! bytes read one matrix per kernel, from a graph, or by one persistent kernel).
 //!
+//! `--mode inflight`: how many bytes a kernel must have on their way from memory to read a decode
+//! step's weights at full speed, by plain loads, `cp.async` or the tensor memory accelerator.
+//!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
@@ -39,6 +42,8 @@ mod chain;
 mod check;
 #[cfg(feature = "cuda")]
 mod graphs;
+#[cfg(feature = "cuda")]
+mod inflight;
 #[cfg(feature = "cuda")]
 mod prefill;
 #[cfg(feature = "cuda")]
@@ -73,6 +78,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "check" => check::run(&args),
         #[cfg(feature = "cuda")]
         "graphs" => graphs::run(&args),
+        #[cfg(feature = "cuda")]
+        "inflight" => inflight::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
         _ => throughput(&args),

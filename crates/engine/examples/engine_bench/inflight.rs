@@ -1,0 +1,235 @@
+//! `--mode inflight`: how many bytes a kernel must have on their way from memory for a decode
+//! step's weight reads to run at the card's speed, and whether the way they travel matters.
+//!
+//! The 7B shape's QKV, O, gate/up and down weights of `--layers` layers (13 GB for 32) are read
+//! one matrix per kernel, the kernels replayed from a CUDA graph as a decode step's products are
+//! (median of `--reps` replays), in three ways:
+//! - `ldg_u<U>_b<B>`: plain 16-byte loads, `U` in flight per thread, `B` blocks of 256 threads
+//!   per SM;
+//! - `ldgsts_s<S>`: each thread copies its 16-byte words of 16 KB chunks into a ring of `S`
+//!   chunks in shared memory (`cp.async`), `S - 1` chunks ahead of the one it reads back;
+//! - `bulk_s<S>`: one thread a block copies whole 16 KB chunks into a ring of `S` with the
+//!   tensor memory accelerator (`cp.async.bulk`, completion on an mbarrier), `S - 1` ahead.
+
+use crate::arg;
+use cudarc::driver::{sys, CudaFunction, LaunchConfig, PushKernelArg};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const KERNELS: &str = r#"
+#define READ_U(U)                                                                            \
+extern "C" __global__ void read_u##U(const uint4* __restrict__ p, long long n,               \
+                                     unsigned int* __restrict__ out) {                       \
+    unsigned int acc = 0;                                                                    \
+    const long long stride = (long long)gridDim.x * blockDim.x;                              \
+    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;                          \
+    for (; i + (U - 1) * stride < n; i += U * stride) {                                      \
+        uint4 v[U];                                                                          \
+        _Pragma("unroll") for (int u = 0; u < U; u++) v[u] = p[i + u * stride];              \
+        _Pragma("unroll") for (int u = 0; u < U; u++) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w; \
+    }                                                                                        \
+    for (; i < n; i += stride) { const uint4 a = p[i]; acc ^= a.x ^ a.y ^ a.z ^ a.w; }       \
+    if (acc == 0x9e3779b9u) out[0] = acc;                                                    \
+}
+READ_U(1) READ_U(2) READ_U(4) READ_U(8)
+
+// 16 KB chunks: 256 threads x 4 words.
+#define WORDS 4
+__device__ __forceinline__ unsigned int smem(const void* p) {
+    return (unsigned int)__cvta_generic_to_shared(p);
+}
+
+#define LDGSTS(S)                                                                            \
+extern "C" __global__ void ldgsts_s##S(const uint4* __restrict__ p, long long n,             \
+                                       unsigned int* __restrict__ out) {                     \
+    extern __shared__ uint4 ring[];                                                          \
+    const long long chunk = (long long)WORDS * blockDim.x, chunks = n / chunk;               \
+    unsigned int acc = 0;                                                                    \
+    for (int s = 0; s < S - 1; s++) {                                                        \
+        const long long c = blockIdx.x + (long long)s * gridDim.x;                           \
+        if (c < chunks)                                                                      \
+            _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                              \
+                const int o = w * blockDim.x + threadIdx.x;                                  \
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::                  \
+                    "r"(smem(ring + s * chunk + o)), "l"(p + c * chunk + o));                \
+            }                                                                                \
+        asm volatile("cp.async.commit_group;");                                              \
+    }                                                                                        \
+    int slot = 0;                                                                            \
+    for (long long c = blockIdx.x; c < chunks; c += gridDim.x) {                             \
+        const long long cn = c + (long long)(S - 1) * gridDim.x;                             \
+        const int sn = (slot + S - 1) % S;                                                   \
+        if (cn < chunks)                                                                     \
+            _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                              \
+                const int o = w * blockDim.x + threadIdx.x;                                  \
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::                  \
+                    "r"(smem(ring + sn * chunk + o)), "l"(p + cn * chunk + o));              \
+            }                                                                                \
+        asm volatile("cp.async.commit_group;");                                              \
+        asm volatile("cp.async.wait_group %0;" :: "n"(S - 1));                               \
+        _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                                  \
+            const uint4 a = ring[slot * chunk + w * blockDim.x + threadIdx.x];               \
+            acc ^= a.x ^ a.y ^ a.z ^ a.w;                                                    \
+        }                                                                                    \
+        slot = (slot + 1) % S;                                                               \
+    }                                                                                        \
+    if (acc == 0x9e3779b9u) out[0] = acc;                                                    \
+}
+LDGSTS(2) LDGSTS(4) LDGSTS(6) LDGSTS(8) LDGSTS(12)
+
+#define CHUNK_BYTES 16384
+__device__ __forceinline__ void bulk(unsigned int dst, const void* src, unsigned int bar) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(CHUNK_BYTES) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+                 :: "r"(dst), "l"(src), "r"(CHUNK_BYTES), "r"(bar) : "memory");
+}
+__device__ __forceinline__ void wait_bar(unsigned int bar, unsigned int phase) {
+    asm volatile("{\n .reg .pred p;\n W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W;\n}"
+                 :: "r"(bar), "r"(phase) : "memory");
+}
+// One thread a block (the block is one warp, lane 0 works).
+extern "C" __global__ void bulk_ring(const uint4* __restrict__ p, long long n, int S,
+                                     unsigned int* __restrict__ out) {
+    extern __shared__ __align__(128) unsigned char buf[];
+    __shared__ __align__(8) unsigned long long bars[16];
+    if (threadIdx.x != 0) return;
+    const long long chunk = CHUNK_BYTES / 16, chunks = n / chunk;
+    for (int s = 0; s < S; s++)
+        asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r"(smem(bars + s)));
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    for (int s = 0; s < S - 1; s++) {
+        const long long c = blockIdx.x + (long long)s * gridDim.x;
+        if (c < chunks) bulk(smem(buf + s * CHUNK_BYTES), p + c * chunk, smem(bars + s));
+    }
+    int slot = 0;
+    unsigned int phases = 0, acc = 0;
+    for (long long c = blockIdx.x; c < chunks; c += gridDim.x) {
+        const long long cn = c + (long long)(S - 1) * gridDim.x;
+        const int sn = (slot + S - 1) % S;
+        if (cn < chunks) bulk(smem(buf + sn * CHUNK_BYTES), p + cn * chunk, smem(bars + sn));
+        wait_bar(smem(bars + slot), (phases >> slot) & 1u);
+        phases ^= 1u << slot;
+        acc ^= *reinterpret_cast<const unsigned int*>(buf + slot * CHUNK_BYTES);
+        slot = (slot + 1) % S;
+    }
+    if (acc == 0x9e3779b9u) out[0] = acc;
+}
+"#;
+
+pub fn run(args: &[String]) -> Res<()> {
+    let reps: usize = arg(args, "--reps", "10").parse()?;
+    let layers: usize = arg(args, "--layers", "32").parse()?;
+    let (h, f) = (4096usize, 11008usize);
+    let sizes = [3 * h * h * 2, h * h * 2, 2 * f * h * 2, f * h * 2];
+    let mut offs = vec![0i64];
+    for _ in 0..layers {
+        for s in &sizes {
+            offs.push(offs.last().copied().unwrap_or(0) + (s / 16) as i64);
+        }
+    }
+    let words = *offs.last().unwrap_or(&0) as usize;
+    let bytes = words * 16;
+    let ctx = cudarc::driver::CudaContext::new(0)?;
+    // SAFETY: the slices below are used on this one stream only.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.new_stream()?;
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some("compute_90"),
+        ..Default::default()
+    };
+    let module = ctx.load_module(cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts)?)?;
+    let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let buf = stream.alloc_zeros::<u8>(bytes)?;
+    let out = stream.alloc_zeros::<u32>(1)?;
+    // (name, kernel, grid, block, shared bytes, extra int argument)
+    let mut ways: Vec<(String, CudaFunction, u32, u32, u32, Option<i32>)> = Vec::new();
+    for u in [1, 2, 4, 8] {
+        for b in [1u32, 2, 4, 8] {
+            let func = module.load_function(&format!("read_u{u}"))?;
+            ways.push((format!("ldg_u{u}_b{b}"), func, sms as u32 * b, 256, 0, None));
+        }
+    }
+    for s in [2u32, 4, 6, 8, 12] {
+        let func = module.load_function(&format!("ldgsts_s{s}"))?;
+        let shared = s * 16384;
+        func.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared as i32,
+        )?;
+        let per_sm = (228 * 1024 / (shared + 1024)).clamp(1, 8);
+        ways.push((
+            format!("ldgsts_s{s}"),
+            func,
+            sms as u32 * per_sm,
+            256,
+            shared,
+            None,
+        ));
+    }
+    for s in [2i32, 4, 8, 13] {
+        let func = module.load_function("bulk_ring")?;
+        let shared = s as u32 * 16384;
+        func.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared as i32,
+        )?;
+        let per_sm = (228 * 1024 / (shared + 1024)).clamp(1, 8);
+        ways.push((
+            format!("bulk_s{s}"),
+            func,
+            sms as u32 * per_sm,
+            32,
+            shared,
+            Some(s),
+        ));
+    }
+    let mut results = serde_json::Map::new();
+    for (name, func, grid, block, shared, extra) in &ways {
+        let cfg = LaunchConfig {
+            grid_dim: (*grid, 1, 1),
+            block_dim: (*block, 1, 1),
+            shared_mem_bytes: *shared,
+        };
+        let each = || -> Res<()> {
+            for m in 0..offs.len() - 1 {
+                let view = buf.slice((offs[m] as usize * 16)..(offs[m + 1] as usize * 16));
+                let n = offs[m + 1] - offs[m];
+                let mut b = stream.launch_builder(func);
+                b.arg(&view).arg(&n);
+                if let Some(e) = extra {
+                    b.arg(e);
+                }
+                b.arg(&out);
+                // SAFETY: the kernel reads n 16-byte words of the view (whole 16 KB chunks for
+                // the rings) and may write one u32; shared memory as set above.
+                unsafe { b.launch(cfg) }?;
+            }
+            Ok(())
+        };
+        stream.synchronize()?;
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let body = each();
+        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+        body?;
+        let graph = graph.ok_or("empty graph")?;
+        let ms = crate::median_ms(&stream, reps, &mut || Ok(graph.launch()?))?;
+        let in_flight = match name.split('_').collect::<Vec<_>>()[..] {
+            ["ldg", u, b] => 256 * 16 * u[1..].parse::<u32>()? * b[1..].parse::<u32>()?,
+            _ => (grid / sms as u32) * (shared - 16384),
+        };
+        results.insert(
+            name.clone(),
+            serde_json::json!({"ms": ms, "tb_s": bytes as f64 / ms / 1e9,
+                               "in_flight_per_sm": in_flight}),
+        );
+        println!(
+            "{name} {ms:.3} ms {:.3} TB/s in flight/SM {in_flight}",
+            bytes as f64 / ms / 1e9
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({"inflight": {"layers": layers, "gb": bytes as f64 / 1e9, "results": results}})
+    );
+    Ok(())
+}
