@@ -2,8 +2,10 @@
 //!
 //! `--mode throughput` (default): offline throughput and energy on the peer workload: random
 //! prompts of exactly `--prompt-len` tokens, exactly `--new` new tokens each (`ignore_eos`), one
-//! batch per measurement after a warm-up with the same shapes. Energy comes from the sensors
-//! (`--sensor`, default `nvml`), counted over the timed batch only. One JSON line per batch size.
+//! batch per measurement after a warm-up with the same shapes, `--repeat` measurements a batch
+//! size (one by default). Energy comes from the sensors (`--sensor`, default `nvml`), counted over
+//! the timed batch only; with the mean SM clock and the highest temperature over it. One JSON line
+//! per measurement.
 //!
 //! `--mode profile`: where a decode step's time goes (CUDA): the whole step, the host's share of
 //! it, and the matrix products, attention and sampling timed alone.
@@ -177,6 +179,7 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         .split(',')
         .map(|b| b.parse())
         .collect::<Result<_, _>>()?;
+    let repeats: usize = arg(args, "--repeat", "1").parse()?;
     let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
     let mut sensors = SensorSet::open(&specs)?;
     if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
@@ -214,50 +217,55 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             continue;
         }
         let warmup_s = w.elapsed().as_secs_f64();
-        let t0 = sampler.mark();
-        let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
-        let t1 = sampler.mark();
-        let secs = t1 - t0;
-        let toks: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
-        let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
-        let d0 = s.devices.first();
-        let per_gpu: Vec<_> = s
+        for repeat in 0..repeats {
+            let t0 = sampler.mark();
+            let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
+            let t1 = sampler.mark();
+            let secs = t1 - t0;
+            let toks: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
+            let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
+            let d0 = s.devices.first();
+            let per_gpu: Vec<_> = s
             .devices
             .iter()
             .map(|d| serde_json::json!({ "device": d.info.id, "energy_j": d.energy_j, "watts": d.avg_power_w, "sm_util_pct": d.mean_sm_util_pct, "max_mem_used_bytes": d.max_mem_used_bytes }))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({
-                "engine": "wattbench",
-                "model": model,
-                "dtype": format!("{dtype:?}"),
-                "batch": b,
-                "prompt": prompt_len,
-                "gen": new,
-                "temperature": temperature,
-                "top_p": top_p,
-                "load_s": load_s,
-                "warmup_s": warmup_s,
-                "seconds": secs,
-                "tokens": toks,
-                "tok_per_s": toks as f64 / secs,
-                "prefill_s": r.prefill_s,
-                "decode_s": r.decode_s,
-                "cuda_graph": r.cuda_graph,
-                "decode_tok_per_s": (toks - b) as f64 / r.decode_s,
-                "energy_j": s.energy_j,
-                "watts": s.avg_power_w,
-                "j_per_tok": s.energy_j.map(|e| e / toks as f64),
-                "j_per_resp": s.energy_j.map(|e| e / b as f64),
-                "energy_method": d0.and_then(|d| d.energy_method),
-                "mean_sm_util_pct": d0.and_then(|d| d.mean_sm_util_pct),
-                "max_mem_used_bytes": d0.and_then(|d| d.max_mem_used_bytes),
-                "gpus": loaded.devices(),
-                "per_gpu": per_gpu,
-                "warnings": s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
-            })
-        );
+            println!(
+                "{}",
+                serde_json::json!({
+                    "engine": "wattbench",
+                    "model": model,
+                    "dtype": format!("{dtype:?}"),
+                    "batch": b,
+                    "repeat": repeat,
+                    "prompt": prompt_len,
+                    "gen": new,
+                    "temperature": temperature,
+                    "top_p": top_p,
+                    "load_s": load_s,
+                    "warmup_s": warmup_s,
+                    "seconds": secs,
+                    "tokens": toks,
+                    "tok_per_s": toks as f64 / secs,
+                    "prefill_s": r.prefill_s,
+                    "decode_s": r.decode_s,
+                    "cuda_graph": r.cuda_graph,
+                    "decode_tok_per_s": (toks - b) as f64 / r.decode_s,
+                    "energy_j": s.energy_j,
+                    "watts": s.avg_power_w,
+                    "j_per_tok": s.energy_j.map(|e| e / toks as f64),
+                    "j_per_resp": s.energy_j.map(|e| e / b as f64),
+                    "energy_method": d0.and_then(|d| d.energy_method),
+                    "mean_sm_util_pct": d0.and_then(|d| d.mean_sm_util_pct),
+                    "mean_sm_clock_mhz": d0.and_then(|d| d.mean_sm_clock_mhz),
+                    "max_temperature_c": d0.and_then(|d| d.max_temperature_c),
+                    "max_mem_used_bytes": d0.and_then(|d| d.max_mem_used_bytes),
+                    "gpus": loaded.devices(),
+                    "per_gpu": per_gpu,
+                    "warnings": s.warnings.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+                })
+            );
+        }
     }
     sampler.stop();
     Ok(())
