@@ -466,17 +466,10 @@ pub fn run(args: &[String]) -> Res<()> {
         wattbench_engine::cuda::gemm::set_enabled(lt);
         graph_step = r.into();
     }
-    let gemm_timings = match &dev {
-        candle_core::Device::Cuda(cd) => {
-            serde_json::to_value(wattbench_engine::cuda::gemm::timings(cd)?)?
-        }
-        _ => serde_json::Value::Null,
-    };
     println!(
         "{}",
         serde_json::json!({
             "profile": name,
-            "gemm_timings": gemm_timings,
             "graph_step": graph_step,
             "kernels": m.kernels(),
             "batch": b,

@@ -17,7 +17,7 @@ use super::driver;
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use cudarc::cublaslt::sys;
-use cudarc::driver::{CudaSlice, DevicePtr, PushKernelArg};
+use cudarc::driver::{CudaSlice, DevicePtr};
 use half::bf16;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -29,9 +29,7 @@ pub const MAX_ROWS: usize = 1024;
 const WORKSPACE: usize = 32 << 20;
 const CANDIDATES: usize = 32;
 const TIMED_RUNS: usize = 8;
-const SOURCE: &str = include_str!("gemm.cu");
-const MODULE: &str = "wattbench_gemm";
-/// Bytes read between timed runs: more than twice the H100's 50 MB L2 cache.
+/// Bytes written between timed runs: twice the H100's 50 MB L2 cache.
 const FLUSH: usize = 128 << 20;
 
 /// 0: as `WATTBENCH_GEMM` says; 1: on; 2: off.
@@ -83,31 +81,11 @@ struct Plan {
     algo: Option<sys::cublasLtMatmulAlgo_t>,
 }
 
-/// The cuBLASLt handle and workspace of one GPU, its plans by `(rows, out, in)`, and how their
-/// choices were timed.
+/// The cuBLASLt handle and workspace of one GPU, and its plans by `(rows, out, in)`.
 struct Gpu {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     plans: HashMap<(usize, usize, usize), Plan>,
-    timings: Vec<Timing>,
-}
-
-/// How the algorithm of one product shape was chosen.
-#[derive(Clone, Debug, serde::Serialize)]
-pub struct Timing {
-    /// `(rows, out, in)`.
-    pub shape: (usize, usize, usize),
-    /// Each candidate's median time (ms), in cuBLASLt's order; null where it failed to run.
-    pub medians: Vec<Option<f32>>,
-    /// The index of the one chosen.
-    pub chosen: usize,
-}
-
-/// The timings behind the choices made so far on `dev`'s GPU, in the order they were made.
-pub fn timings(dev: &candle_core::cuda::CudaDevice) -> Result<Vec<Timing>> {
-    let g = gpu(dev)?;
-    let g = g.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(g.timings.clone())
 }
 
 // SAFETY: the raw cuBLASLt handles are only used under the GPU's mutex, on the GPU's one stream.
@@ -140,7 +118,6 @@ fn gpu(dev: &candle_core::cuda::CudaDevice) -> Result<Arc<Mutex<Gpu>>> {
         handle,
         workspace,
         plans: HashMap::new(),
-        timings: Vec::new(),
     }));
     gpus.insert(ordinal, g.clone());
     Ok(g)
@@ -316,24 +293,16 @@ impl CustomOp2 for Linear {
                 "matmul",
             )
         };
-        let (algo, timed) = match p.algo {
-            Some(a) => (a, None),
+        let algo = match p.algo {
+            Some(a) => a,
             None => {
-                let algos = candidates(gref, p)?;
-                let (best, medians) = fastest(&algos, &dev, &run)?;
+                let best = fastest(&candidates(gref, p)?, &stream, &run)?;
                 let Some(best) = best else {
                     candle_core::bail!(
                         "cuBLASLt has no algorithm for a {rows}x{inner} by {inner}x{out} bf16 product"
                     )
                 };
-                (
-                    algos[best],
-                    Some(Timing {
-                        shape: key,
-                        medians,
-                        chosen: best,
-                    }),
-                )
+                best
             }
         };
         run(&algo)?;
@@ -342,9 +311,6 @@ impl CustomOp2 for Linear {
         if let Some(p) = g.plans.get_mut(&key) {
             p.algo = Some(algo);
         }
-        if let Some(t) = timed {
-            g.timings.push(t);
-        }
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev),
             Shape::from((rows, out)),
@@ -352,72 +318,37 @@ impl CustomOp2 for Linear {
     }
 }
 
-/// The candidate that runs fastest: [`TIMED_RUNS`] rounds after one warm-up run each, every
-/// round timing each candidate once (in an order that turns by one each round, so that none is
-/// always first after the same one) after the L2 cache was filled with other data by reads; the
-/// lowest median wins. Candidates that fail to run are skipped. Returns the choice's index and
-/// each candidate's median (ms; `None` where it failed).
+/// The candidate that runs fastest (over [`TIMED_RUNS`] runs after one warm-up run, each run
+/// timed alone after the L2 cache was emptied); candidates that fail to run are skipped.
 fn fastest(
     algos: &[sys::cublasLtMatmulAlgo_t],
-    dev: &candle_core::cuda::CudaDevice,
+    stream: &Arc<cudarc::driver::CudaStream>,
     run: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> Result<()>,
-) -> Result<(Option<usize>, Vec<Option<f32>>)> {
-    let stream = dev.cuda_stream();
+) -> Result<Option<sys::cublasLtMatmulAlgo_t>> {
     let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
-    // Read between timed runs, so that no run finds the weights of the last one in the L2 cache
-    // (a decode step's products each find theirs in memory, behind other layers' weights). Where
-    // the GPU has no room for it (a batch that fills the memory), cuBLASLt's first proposal is
-    // taken untimed rather than failing the product.
-    let Ok(fill) = stream.alloc_zeros::<u8>(FLUSH) else {
-        return Ok(((!algos.is_empty()).then_some(0), vec![None; algos.len()]));
+    // Written between timed runs, so that no run finds the weights of the last one in the L2
+    // cache (a decode step's products each find theirs in memory, behind other layers' weights).
+    // Where the GPU has no room for it (a batch that fills the memory), cuBLASLt's first
+    // proposal is taken untimed rather than failing the product.
+    let Ok(mut flush) = stream.alloc_zeros::<u8>(FLUSH) else {
+        return Ok(algos.first().copied());
     };
-    let mut out = driver(stream.alloc_zeros::<u32>(1))?;
-    let func = super::function(dev, MODULE, SOURCE, &[], "l2_fill_read")?;
-    let words = (FLUSH / 16) as i64;
-    let mut evict = || -> Result<()> {
-        let cfg = cudarc::driver::LaunchConfig {
-            grid_dim: (1024, 1, 1),
-            block_dim: (256, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut b = stream.launch_builder(&func);
-        b.arg(&fill).arg(&words).arg(&mut out);
-        // SAFETY: the kernel reads `words` 16-byte words of `fill` and may write one u32 of `out`.
-        driver(unsafe { b.launch(cfg) }).map(drop)
-    };
-    let ok: Vec<bool> = algos.iter().map(|a| run(a).is_ok()).collect();
-    evict()?;
-    let mut times: Vec<Vec<f32>> = vec![Vec::with_capacity(TIMED_RUNS); algos.len()];
-    for round in 0..TIMED_RUNS {
-        for k in 0..algos.len() {
-            let i = (k + round) % algos.len();
-            if !ok[i] {
-                continue;
-            }
-            evict()?;
+    let mut best: Option<(f32, sys::cublasLtMatmulAlgo_t)> = None;
+    for algo in algos {
+        if run(algo).is_err() {
+            continue;
+        }
+        let (mut ms, mut ok) = (0f32, true);
+        for _ in 0..TIMED_RUNS {
+            driver(stream.memset_zeros(&mut flush))?;
             let start = driver(stream.record_event(timing))?;
-            let ran = run(&algos[i]);
+            ok &= run(algo).is_ok();
             let end = driver(stream.record_event(timing))?;
-            match ran {
-                Ok(()) => times[i].push(driver(start.elapsed_ms(&end))?),
-                Err(_) => times[i].clear(),
-            }
+            ms += driver(start.elapsed_ms(&end))?;
+        }
+        if ok && best.is_none_or(|(b, _)| ms < b) {
+            best = Some((ms, *algo));
         }
     }
-    let medians: Vec<Option<f32>> = times
-        .into_iter()
-        .map(|mut t| {
-            (t.len() == TIMED_RUNS).then(|| {
-                t.sort_by(f32::total_cmp);
-                (t[TIMED_RUNS / 2 - 1] + t[TIMED_RUNS / 2]) / 2.0
-            })
-        })
-        .collect();
-    let best = medians
-        .iter()
-        .enumerate()
-        .filter_map(|(i, m)| m.map(|m| (i, m)))
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(i, _)| i);
-    Ok((best, medians))
+    Ok(best.map(|(_, a)| a))
 }
