@@ -64,23 +64,36 @@ extern "C" __global__ void chain(const uint4* __restrict__ p, const long long* _
 }
 "#;
 
+/// Bytes of the 7B shape's QKV, O, gate/up and down weight matrices (bf16), in a layer's order.
+pub(crate) fn weight_sizes() -> [usize; 4] {
+    let (h, f) = (4096usize, 11008usize);
+    [3 * h * h * 2, h * h * 2, 2 * f * h * 2, f * h * 2]
+}
+
+/// Where each of `layers` layers' matrices of `sizes` bytes starts, in 16-byte words, one after
+/// another; the last entry is the end.
+pub(crate) fn offsets(sizes: &[usize], layers: usize) -> Vec<i64> {
+    let mut offs = vec![0i64];
+    for _ in 0..layers {
+        for s in sizes {
+            offs.push(offs.last().copied().unwrap_or(0) + (s / 16) as i64);
+        }
+    }
+    offs
+}
+
 pub fn run(args: &[String]) -> Res<()> {
     let reps: usize = arg(args, "--reps", "20").parse()?;
     let layers: usize = arg(args, "--layers", "32").parse()?;
     let threads: u32 = arg(args, "--threads", "256").parse()?;
     // The 7B shape's matrices (bf16) and one layer's cache at batch 64, column 256.
-    let (h, f) = (4096usize, 11008usize);
-    let mut sizes = vec![3 * h * h * 2, h * h * 2, 2 * f * h * 2, f * h * 2];
+    let h = 4096usize;
+    let mut sizes = weight_sizes().to_vec();
     let cache: usize = arg(args, "--cache-bytes", &(2 * 64 * 256 * h * 2).to_string()).parse()?;
     if cache > 0 {
         sizes.insert(1, cache);
     }
-    let mut offs = vec![0i64];
-    for _ in 0..layers {
-        for s in &sizes {
-            offs.push(offs.last().copied().unwrap_or(0) + (s / 16) as i64);
-        }
-    }
+    let offs = offsets(&sizes, layers);
     let words = *offs.last().unwrap_or(&0) as usize;
     let bytes = words * 16;
     let count = offs.len() - 1;

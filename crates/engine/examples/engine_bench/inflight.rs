@@ -39,6 +39,15 @@ __device__ __forceinline__ unsigned int smem(const void* p) {
     return (unsigned int)__cvta_generic_to_shared(p);
 }
 
+// This thread's words of one chunk, copied with cp.async (the caller commits the group).
+__device__ __forceinline__ void copy_chunk(uint4* dst, const uint4* src) {
+    #pragma unroll
+    for (int w = 0; w < WORDS; w++) {
+        const int o = w * blockDim.x + threadIdx.x;
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem(dst + o)), "l"(src + o));
+    }
+}
+
 #define LDGSTS(S)                                                                            \
 extern "C" __global__ void ldgsts_s##S(const uint4* __restrict__ p, long long n,             \
                                        unsigned int* __restrict__ out) {                     \
@@ -47,24 +56,14 @@ extern "C" __global__ void ldgsts_s##S(const uint4* __restrict__ p, long long n,
     unsigned int acc = 0;                                                                    \
     for (int s = 0; s < S - 1; s++) {                                                        \
         const long long c = blockIdx.x + (long long)s * gridDim.x;                           \
-        if (c < chunks)                                                                      \
-            _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                              \
-                const int o = w * blockDim.x + threadIdx.x;                                  \
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::                  \
-                    "r"(smem(ring + s * chunk + o)), "l"(p + c * chunk + o));                \
-            }                                                                                \
+        if (c < chunks) copy_chunk(ring + s * chunk, p + c * chunk);                         \
         asm volatile("cp.async.commit_group;");                                              \
     }                                                                                        \
     int slot = 0;                                                                            \
     for (long long c = blockIdx.x; c < chunks; c += gridDim.x) {                             \
         const long long cn = c + (long long)(S - 1) * gridDim.x;                             \
         const int sn = (slot + S - 1) % S;                                                   \
-        if (cn < chunks)                                                                     \
-            _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                              \
-                const int o = w * blockDim.x + threadIdx.x;                                  \
-                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::                  \
-                    "r"(smem(ring + sn * chunk + o)), "l"(p + cn * chunk + o));              \
-            }                                                                                \
+        if (cn < chunks) copy_chunk(ring + sn * chunk, p + cn * chunk);                      \
         asm volatile("cp.async.commit_group;");                                              \
         asm volatile("cp.async.wait_group %0;" :: "n"(S - 1));                               \
         _Pragma("unroll") for (int w = 0; w < WORDS; w++) {                                  \
@@ -119,14 +118,7 @@ extern "C" __global__ void bulk_ring(const uint4* __restrict__ p, long long n, i
 pub fn run(args: &[String]) -> Res<()> {
     let reps: usize = arg(args, "--reps", "10").parse()?;
     let layers: usize = arg(args, "--layers", "32").parse()?;
-    let (h, f) = (4096usize, 11008usize);
-    let sizes = [3 * h * h * 2, h * h * 2, 2 * f * h * 2, f * h * 2];
-    let mut offs = vec![0i64];
-    for _ in 0..layers {
-        for s in &sizes {
-            offs.push(offs.last().copied().unwrap_or(0) + (s / 16) as i64);
-        }
-    }
+    let offs = crate::chain::offsets(&crate::chain::weight_sizes(), layers);
     let words = *offs.last().unwrap_or(&0) as usize;
     let bytes = words * 16;
     let ctx = cudarc::driver::CudaContext::new(0)?;
@@ -149,39 +141,24 @@ pub fn run(args: &[String]) -> Res<()> {
             ways.push((format!("ldg_u{u}_b{b}"), func, sms as u32 * b, 256, 0, None));
         }
     }
+    // A ring kernel with `stages` 16 KB chunks of shared memory: as many blocks an SM as fit.
+    let ring = |name: &str, stages: u32, block: u32, extra: Option<i32>| -> Res<_> {
+        let func = module.load_function(name)?;
+        let shared = stages * 16384;
+        func.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared as i32,
+        )?;
+        let per_sm = (228 * 1024 / (shared + 1024)).clamp(1, 8);
+        Ok((func, sms as u32 * per_sm, block, shared, extra))
+    };
     for s in [2u32, 4, 6, 8, 12] {
-        let func = module.load_function(&format!("ldgsts_s{s}"))?;
-        let shared = s * 16384;
-        func.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared as i32,
-        )?;
-        let per_sm = (228 * 1024 / (shared + 1024)).clamp(1, 8);
-        ways.push((
-            format!("ldgsts_s{s}"),
-            func,
-            sms as u32 * per_sm,
-            256,
-            shared,
-            None,
-        ));
+        let (func, grid, block, shared, extra) = ring(&format!("ldgsts_s{s}"), s, 256, None)?;
+        ways.push((format!("ldgsts_s{s}"), func, grid, block, shared, extra));
     }
-    for s in [2i32, 4, 8, 13] {
-        let func = module.load_function("bulk_ring")?;
-        let shared = s as u32 * 16384;
-        func.set_attribute(
-            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            shared as i32,
-        )?;
-        let per_sm = (228 * 1024 / (shared + 1024)).clamp(1, 8);
-        ways.push((
-            format!("bulk_s{s}"),
-            func,
-            sms as u32 * per_sm,
-            32,
-            shared,
-            Some(s),
-        ));
+    for s in [2u32, 4, 8, 13] {
+        let (func, grid, block, shared, extra) = ring("bulk_ring", s, 32, Some(s as i32))?;
+        ways.push((format!("bulk_s{s}"), func, grid, block, shared, extra));
     }
     let mut results = serde_json::Map::new();
     for (name, func, grid, block, shared, extra) in &ways {
