@@ -77,13 +77,18 @@ extern "C" __global__ void ldgsts_s##S(const uint4* __restrict__ p, long long n,
 LDGSTS(2) LDGSTS(4) LDGSTS(6) LDGSTS(8) LDGSTS(12)
 
 #define CHUNK_BYTES 16384
+// One chunk copied by the tensor memory accelerator, counted on the mbarrier `bar`.
 __device__ __forceinline__ void bulk(unsigned int dst, const void* src, unsigned int bar) {
-    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(bar), "r"(CHUNK_BYTES) : "memory");
-    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];"
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                 :: "r"(bar), "r"(CHUNK_BYTES) : "memory");
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1], %2, [%3];"
                  :: "r"(dst), "l"(src), "r"(CHUNK_BYTES), "r"(bar) : "memory");
 }
+// Waits until phase `phase` of the mbarrier `bar` completes.
 __device__ __forceinline__ void wait_bar(unsigned int bar, unsigned int phase) {
-    asm volatile("{\n .reg .pred p;\n W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W;\n}"
+    asm volatile("{\n .reg .pred p;\n W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n"
+                 " @!p bra W;\n}"
                  :: "r"(bar), "r"(phase) : "memory");
 }
 // One thread a block (the block is one warp, lane 0 works).

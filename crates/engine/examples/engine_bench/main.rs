@@ -226,10 +226,18 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
             let d0 = s.devices.first();
             let per_gpu: Vec<_> = s
-            .devices
-            .iter()
-            .map(|d| serde_json::json!({ "device": d.info.id, "energy_j": d.energy_j, "watts": d.avg_power_w, "sm_util_pct": d.mean_sm_util_pct, "max_mem_used_bytes": d.max_mem_used_bytes }))
-            .collect();
+                .devices
+                .iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "device": d.info.id,
+                        "energy_j": d.energy_j,
+                        "watts": d.avg_power_w,
+                        "sm_util_pct": d.mean_sm_util_pct,
+                        "max_mem_used_bytes": d.max_mem_used_bytes,
+                    })
+                })
+                .collect();
             println!(
                 "{}",
                 serde_json::json!({
