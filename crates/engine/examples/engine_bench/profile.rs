@@ -418,6 +418,187 @@ pub fn run(args: &[String]) -> Res<()> {
                 }),
             ));
         }
+        // The products in bands (`cuda::bands`) where they apply, cuBLASLt's elsewhere.
+        fn banded(x: &Tensor, w: &Tensor) -> Res<Tensor> {
+            let dims = x.dims().to_vec();
+            let x2 = x.reshape((x.elem_count() / dims[dims.len() - 1], dims[dims.len() - 1]))?;
+            if wattbench_engine::cuda::bands::applies(&x2, w) {
+                let mut out = dims;
+                *out.last_mut().ok_or("no dims")? = w.dim(0)?;
+                Ok(wattbench_engine::cuda::bands::linear(&x2, w)?.reshape(out)?)
+            } else {
+                Ok(Linear::dense(x, w)?)
+            }
+        }
+        if all {
+            let (qkv_w, o_w, gu_w, down_w) = (&qkv_w, &o_w, &gu_w, &down_w);
+            let (h, a, starts, layer_split) = (&h, &a, &starts, &layer_split);
+            bodies.push((
+                "products_bands_ms",
+                Box::new(move || {
+                    for i in 0..m.layers.len() {
+                        banded(h, qkv_w[i])?;
+                        banded(h, o_w[i])?;
+                        banded(h, gu_w[i])?;
+                        banded(a, down_w[i])?;
+                    }
+                    Ok(())
+                }),
+            ));
+            bodies.push((
+                "products_attention_bands_ms",
+                Box::new(move || {
+                    for i in 0..m.layers.len() {
+                        let y = banded(h, qkv_w[i])?;
+                        let att = wattbench_engine::cuda::attention::decode_attention_qkv(
+                            &y,
+                            &layer_split(i)?,
+                            starts,
+                            1.0,
+                        )?
+                        .reshape((b, 1, nh * hd))?;
+                        banded(&att, o_w[i])?;
+                        banded(h, gu_w[i])?;
+                        banded(a, down_w[i])?;
+                    }
+                    Ok(())
+                }),
+            ));
+            // Copies only, and weights read as contiguous tiles (a buffer per matrix).
+            let flat_of = |w: &Tensor| -> Res<Tensor> {
+                let n = wattbench_engine::cuda::bands::flat_len(&dev, w.dim(0)?, w.dim(1)?)
+                    .ok_or("no band")?;
+                Ok(Tensor::zeros(n, m.dtype, &dev)?)
+            };
+            let flats: Vec<[Tensor; 4]> = if b <= 64 {
+                (0..m.layers.len())
+                    .map(|i| -> Res<[Tensor; 4]> {
+                        Ok([
+                            flat_of(qkv_w[i])?,
+                            flat_of(o_w[i])?,
+                            flat_of(gu_w[i])?,
+                            flat_of(down_w[i])?,
+                        ])
+                    })
+                    .collect::<Res<_>>()?
+            } else {
+                Vec::new()
+            };
+            let flats = Box::leak(Box::new(flats));
+            for (way, flat, flags) in [
+                ("nomath", false, 1),
+                ("nox_nomath", false, 3),
+                ("flat", true, 0),
+                ("flat_nomath", true, 1),
+                ("flat_nox_nomath", true, 3),
+            ] {
+                if flat && flats.is_empty() {
+                    continue;
+                }
+                let flats = &*flats;
+                bodies.push((
+                    Box::leak(format!("products_bands_{way}_ms").into_boxed_str()),
+                    Box::new(move || {
+                        use wattbench_engine::cuda::bands::timing_variant as tv;
+                        for i in 0..m.layers.len() {
+                            let f = |j: usize| flat.then(|| &flats[i][j]);
+                            let h2 = h.reshape((b, hidden))?;
+                            let a2 = a.reshape((b, a.dim(2)?))?;
+                            tv(&h2, qkv_w[i], f(0), flags)?;
+                            tv(&h2, o_w[i], f(1), flags)?;
+                            tv(&h2, gu_w[i], f(2), flags)?;
+                            tv(&a2, down_w[i], f(3), flags)?;
+                        }
+                        Ok(())
+                    }),
+                ));
+            }
+            for (j, (kind, ws, x)) in [
+                ("qkv", qkv_w, h),
+                ("o", o_w, h),
+                ("gate_up", gu_w, h),
+                ("down", down_w, a),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let flats = &*flats;
+                for (way, flags) in [("flat", 0), ("flat_nomath", 1)] {
+                    if flats.is_empty() {
+                        continue;
+                    }
+                    bodies.push((
+                        Box::leak(format!("{kind}_bands_{way}_ms").into_boxed_str()),
+                        Box::new(move || {
+                            let x2 = x.reshape((b, x.dim(2)?))?;
+                            for (i, w) in ws.iter().enumerate() {
+                                wattbench_engine::cuda::bands::timing_variant(
+                                    &x2,
+                                    w,
+                                    Some(&flats[i][j]),
+                                    flags,
+                                )?;
+                            }
+                            Ok(())
+                        }),
+                    ));
+                }
+                bodies.push((
+                    Box::leak(format!("{kind}_lt_ms").into_boxed_str()),
+                    Box::new(move || {
+                        for w in ws.iter() {
+                            Linear::dense(x, w)?;
+                        }
+                        Ok(())
+                    }),
+                ));
+                bodies.push((
+                    Box::leak(format!("{kind}_bands_nomath_ms").into_boxed_str()),
+                    Box::new(move || {
+                        let x2 = x.reshape((b, x.dim(2)?))?;
+                        for w in ws.iter() {
+                            wattbench_engine::cuda::bands::timing_variant(&x2, w, None, 1)?;
+                        }
+                        Ok(())
+                    }),
+                ));
+                bodies.push((
+                    Box::leak(format!("{kind}_bands_ms").into_boxed_str()),
+                    Box::new(move || {
+                        for w in ws.iter() {
+                            banded(x, w)?;
+                        }
+                        Ok(())
+                    }),
+                ));
+            }
+        }
+        // Bands against cuBLASLt on the same random operands: largest difference and magnitude.
+        let mut band_check = serde_json::Map::new();
+        if all {
+            for (kind, w) in [
+                ("qkv", qkv_w[0]),
+                ("o", o_w[0]),
+                ("gate_up", gu_w[0]),
+                ("down", down_w[0]),
+            ] {
+                for rows in [b.min(64), 37, 1] {
+                    let x = rnd(&[rows, 1, w.dim(1)?])?;
+                    let reference = Linear::dense(&x, w)?.to_dtype(candle_core::DType::F32)?;
+                    let got = banded(&x, w)?.to_dtype(candle_core::DType::F32)?;
+                    let diff = (reference.clone() - got)?.abs()?.flatten_all()?.max(0)?;
+                    let top = reference.abs()?.flatten_all()?.max(0)?;
+                    band_check.insert(
+                        format!("{kind}_{rows}"),
+                        serde_json::json!({
+                            "max_diff": diff.to_scalar::<f32>()?,
+                            "max_abs": top.to_scalar::<f32>()?,
+                        }),
+                    );
+                }
+            }
+        }
+        in_graph.insert("band_check".into(), band_check.into());
         for (name, body) in bodies {
             in_graph.insert(name.into(), graph_ms(reps, cd, body)?.into());
         }
