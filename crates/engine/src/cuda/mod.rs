@@ -12,7 +12,6 @@
 //! `WATTBENCH_KERNELS` says.
 
 pub mod attention;
-pub mod bands;
 pub mod gemm;
 pub mod graph;
 pub mod layer;
@@ -54,19 +53,6 @@ pub(crate) fn function(
     defines: &[String],
     name: &str,
 ) -> Result<CudaFunction> {
-    function_for(dev, module, source, defines, name, "compute_80")
-}
-
-/// [`function`] for the virtual architecture `arch` (such as `compute_90a`), for kernels that need
-/// a newer GPU (the caller checks that the GPU has it).
-pub(crate) fn function_for(
-    dev: &CudaDevice,
-    module: &str,
-    source: &str,
-    defines: &[String],
-    name: &str,
-    arch: &'static str,
-) -> Result<CudaFunction> {
     type Key = (String, String, usize);
     static PTX: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
     static FUNCS: OnceLock<Mutex<HashMap<Key, CudaFunction>>> = OnceLock::new();
@@ -85,7 +71,7 @@ pub(crate) fn function_for(
         if !cache.contains_key(module) {
             let opts = cudarc::nvrtc::CompileOptions {
                 options: defines.to_vec(),
-                arch: Some(arch),
+                arch: Some("compute_80"),
                 ..Default::default()
             };
             let src = format!("{COMMON}\n{source}");
