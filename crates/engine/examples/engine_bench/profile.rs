@@ -9,8 +9,9 @@
 //! layers' products (in a decode step's order), decode attention and element-wise kernels, each
 //! kind replayed alone from a CUDA graph — what each costs inside a captured step — and the
 //! attention over the layers' own caches (`--capacity` columns, 384 by default: a prompt of 128
-//! and 256 new tokens), the products and that attention in a step's order, the output head with
-//! sampling, and the attention over one cache of each capacity in `--capacities` (a list).
+//! and 256 new tokens), the products and that attention in a step's order, each kind's products
+//! alone, the output head with sampling, and the attention over one cache of each capacity in
+//! `--capacities` (a list). `gemm_choices`: the cuBLASLt algorithm chosen for each product shape.
 //! `cache_capacity` is the columns the caches got ([`KvCache::columns_for`]).
 
 use crate::{arg, load};
@@ -417,6 +418,24 @@ pub fn run(args: &[String]) -> Res<()> {
                     Ok(())
                 }),
             ));
+            // Each kind's products of all layers back to back.
+            let each: [(&str, &Vec<&Tensor>, &Tensor); 4] = [
+                ("products_qkv_ms", &qkv_w, &h),
+                ("products_o_ms", &o_w, &h),
+                ("products_gate_up_ms", &gu_w, &h),
+                ("products_down_ms", &down_w, &a),
+            ];
+            for (name, ws, x) in each {
+                bodies.push((
+                    name,
+                    Box::new(move || {
+                        for w in ws {
+                            Linear::dense(x, w)?;
+                        }
+                        Ok(())
+                    }),
+                ));
+            }
         }
         for (name, body) in bodies {
             in_graph.insert(name.into(), graph_ms(reps, cd, body)?.into());
@@ -466,10 +485,17 @@ pub fn run(args: &[String]) -> Res<()> {
         wattbench_engine::cuda::gemm::set_enabled(lt);
         graph_step = r.into();
     }
+    let gemm_choices = match &dev {
+        candle_core::Device::Cuda(cd) => {
+            serde_json::to_value(wattbench_engine::cuda::gemm::choices(cd)?)?
+        }
+        _ => serde_json::Value::Null,
+    };
     println!(
         "{}",
         serde_json::json!({
             "profile": name,
+            "gemm_choices": gemm_choices,
             "graph_step": graph_step,
             "kernels": m.kernels(),
             "batch": b,

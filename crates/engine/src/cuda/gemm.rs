@@ -81,11 +81,56 @@ struct Plan {
     algo: Option<sys::cublasLtMatmulAlgo_t>,
 }
 
-/// The cuBLASLt handle and workspace of one GPU, and its plans by `(rows, out, in)`.
+/// The cuBLASLt handle and workspace of one GPU, its plans by `(rows, out, in)`, and the choices
+/// made so far.
 struct Gpu {
     handle: sys::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     plans: HashMap<(usize, usize, usize), Plan>,
+    choices: Vec<Choice>,
+}
+
+/// The algorithm chosen for one product shape.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Choice {
+    /// `(rows, out, in)`.
+    pub shape: (usize, usize, usize),
+    /// Its place among cuBLASLt's candidates, and how many there were.
+    pub index: usize,
+    pub of: usize,
+    /// cuBLASLt's id of the algorithm and its split-K factor (null where not readable).
+    pub id: (Option<i32>, Option<i32>),
+    /// Its mean time in the timing runs (ms).
+    pub ms: f32,
+}
+
+/// The choices made so far on `dev`'s GPU, in the order they were made.
+pub fn choices(dev: &candle_core::cuda::CudaDevice) -> Result<Vec<Choice>> {
+    let g = gpu(dev)?;
+    let g = g.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(g.choices.clone())
+}
+
+/// cuBLASLt's id of `algo` and its split-K factor.
+fn algo_id(algo: &sys::cublasLtMatmulAlgo_t) -> (Option<i32>, Option<i32>) {
+    let get = |attr: sys::cublasLtMatmulAlgoConfigAttributes_t| {
+        let (mut v, mut written) = (0i32, 0usize);
+        // SAFETY: the attribute is an i32 (both ids asked for are); the buffer holds one.
+        let status = unsafe {
+            sys::cublasLtMatmulAlgoConfigGetAttribute(
+                algo,
+                attr,
+                &mut v as *mut i32 as *mut c_void,
+                std::mem::size_of::<i32>(),
+                &mut written,
+            )
+        };
+        (status == sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS).then_some(v)
+    };
+    (
+        get(sys::cublasLtMatmulAlgoConfigAttributes_t::CUBLASLT_ALGO_CONFIG_ID),
+        get(sys::cublasLtMatmulAlgoConfigAttributes_t::CUBLASLT_ALGO_CONFIG_SPLITK_NUM),
+    )
 }
 
 // SAFETY: the raw cuBLASLt handles are only used under the GPU's mutex, on the GPU's one stream.
@@ -118,6 +163,7 @@ fn gpu(dev: &candle_core::cuda::CudaDevice) -> Result<Arc<Mutex<Gpu>>> {
         handle,
         workspace,
         plans: HashMap::new(),
+        choices: Vec::new(),
     }));
     gpus.insert(ordinal, g.clone());
     Ok(g)
@@ -293,16 +339,26 @@ impl CustomOp2 for Linear {
                 "matmul",
             )
         };
-        let algo = match p.algo {
-            Some(a) => a,
+        let (algo, chosen) = match p.algo {
+            Some(a) => (a, None),
             None => {
-                let best = fastest(&candidates(gref, p)?, &stream, &run)?;
-                let Some(best) = best else {
+                let algos = candidates(gref, p)?;
+                let Some((i, ms)) = fastest(&algos, &stream, &run)? else {
                     candle_core::bail!(
                         "cuBLASLt has no algorithm for a {rows}x{inner} by {inner}x{out} bf16 product"
                     )
                 };
-                best
+                let id = algo_id(&algos[i]);
+                (
+                    algos[i],
+                    Some(Choice {
+                        shape: key,
+                        index: i,
+                        of: algos.len(),
+                        id,
+                        ms,
+                    }),
+                )
             }
         };
         run(&algo)?;
@@ -311,6 +367,7 @@ impl CustomOp2 for Linear {
         if let Some(p) = g.plans.get_mut(&key) {
             p.algo = Some(algo);
         }
+        g.choices.extend(chosen);
         Ok((
             CudaStorage::wrap_cuda_slice(y, dev),
             Shape::from((rows, out)),
@@ -324,17 +381,17 @@ fn fastest(
     algos: &[sys::cublasLtMatmulAlgo_t],
     stream: &Arc<cudarc::driver::CudaStream>,
     run: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> Result<()>,
-) -> Result<Option<sys::cublasLtMatmulAlgo_t>> {
+) -> Result<Option<(usize, f32)>> {
     let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     // Written between timed runs, so that no run finds the weights of the last one in the L2
     // cache (a decode step's products each find theirs in memory, behind other layers' weights).
     // Where the GPU has no room for it (a batch that fills the memory), cuBLASLt's first
     // proposal is taken untimed rather than failing the product.
     let Ok(mut flush) = stream.alloc_zeros::<u8>(FLUSH) else {
-        return Ok(algos.first().copied());
+        return Ok((!algos.is_empty()).then_some((0, f32::NAN)));
     };
-    let mut best: Option<(f32, sys::cublasLtMatmulAlgo_t)> = None;
-    for algo in algos {
+    let mut best: Option<(f32, usize)> = None;
+    for (i, algo) in algos.iter().enumerate() {
         if run(algo).is_err() {
             continue;
         }
@@ -347,8 +404,8 @@ fn fastest(
             ms += driver(start.elapsed_ms(&end))?;
         }
         if ok && best.is_none_or(|(b, _)| ms < b) {
-            best = Some((ms, *algo));
+            best = Some((ms, i));
         }
     }
-    Ok(best.map(|(_, a)| a))
+    Ok(best.map(|(ms, i)| (i, ms / TIMED_RUNS as f32)))
 }
