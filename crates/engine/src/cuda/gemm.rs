@@ -100,8 +100,9 @@ pub struct Choice {
     pub of: usize,
     /// cuBLASLt's id of the algorithm and its split-K factor (null where not readable).
     pub id: (Option<i32>, Option<i32>),
-    /// Its mean time in the timing runs (ms).
-    pub ms: f32,
+    /// Its mean time in the timing runs (ms); null where the GPU had no room to time the
+    /// candidates and cuBLASLt's first proposal was taken.
+    pub ms: Option<f32>,
 }
 
 /// The choices made so far on `dev`'s GPU, in the order they were made.
@@ -376,19 +377,20 @@ impl CustomOp2 for Linear {
 }
 
 /// The candidate that runs fastest (over [`TIMED_RUNS`] runs after one warm-up run, each run
-/// timed alone after the L2 cache was emptied); candidates that fail to run are skipped.
+/// timed alone after the L2 cache was emptied), as its index and mean time; candidates that fail
+/// to run are skipped.
 fn fastest(
     algos: &[sys::cublasLtMatmulAlgo_t],
     stream: &Arc<cudarc::driver::CudaStream>,
     run: &dyn Fn(&sys::cublasLtMatmulAlgo_t) -> Result<()>,
-) -> Result<Option<(usize, f32)>> {
+) -> Result<Option<(usize, Option<f32>)>> {
     let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     // Written between timed runs, so that no run finds the weights of the last one in the L2
     // cache (a decode step's products each find theirs in memory, behind other layers' weights).
     // Where the GPU has no room for it (a batch that fills the memory), cuBLASLt's first
     // proposal is taken untimed rather than failing the product.
     let Ok(mut flush) = stream.alloc_zeros::<u8>(FLUSH) else {
-        return Ok((!algos.is_empty()).then_some((0, f32::NAN)));
+        return Ok((!algos.is_empty()).then_some((0, None)));
     };
     let mut best: Option<(f32, usize)> = None;
     for (i, algo) in algos.iter().enumerate() {
@@ -407,5 +409,5 @@ fn fastest(
             best = Some((ms, i));
         }
     }
-    Ok(best.map(|(ms, i)| (i, ms / TIMED_RUNS as f32)))
+    Ok(best.map(|(ms, i)| (i, Some(ms / TIMED_RUNS as f32))))
 }
