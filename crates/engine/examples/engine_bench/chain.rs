@@ -16,6 +16,7 @@
 
 use crate::arg;
 use cudarc::driver::{sys, CudaSlice, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -82,6 +83,28 @@ pub(crate) fn offsets(sizes: &[usize], layers: usize) -> Vec<i64> {
     offs
 }
 
+/// GPU 0's context (without cudarc's cross-stream events: everything runs on one stream), a new
+/// stream, and `source` compiled for `arch` and loaded.
+pub(crate) fn gpu0(
+    source: &str,
+    arch: &'static str,
+) -> Res<(
+    Arc<cudarc::driver::CudaContext>,
+    Arc<cudarc::driver::CudaStream>,
+    Arc<cudarc::driver::CudaModule>,
+)> {
+    let ctx = cudarc::driver::CudaContext::new(0)?;
+    // SAFETY: the callers use their slices on this one stream only.
+    unsafe { ctx.disable_event_tracking() };
+    let stream = ctx.new_stream()?;
+    let opts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch),
+        ..Default::default()
+    };
+    let module = ctx.load_module(cudarc::nvrtc::compile_ptx_with_opts(source, opts)?)?;
+    Ok((ctx, stream, module))
+}
+
 pub fn run(args: &[String]) -> Res<()> {
     let reps: usize = arg(args, "--reps", "20").parse()?;
     let layers: usize = arg(args, "--layers", "32").parse()?;
@@ -98,19 +121,8 @@ pub fn run(args: &[String]) -> Res<()> {
     let bytes = words * 16;
     let count = offs.len() - 1;
 
-    let ctx = cudarc::driver::CudaContext::new(0)?;
-    // SAFETY: the slices below are used on this one stream only.
-    unsafe { ctx.disable_event_tracking() };
-    let stream = ctx.new_stream()?;
-    let opts = cudarc::nvrtc::CompileOptions {
-        arch: Some("compute_80"),
-        ..Default::default()
-    };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(
-        format!("{}\n{CHAIN}", crate::bandwidth::READ_FOLD),
-        opts,
-    )?;
-    let module = ctx.load_module(ptx)?;
+    let source = format!("{}\n{CHAIN}", crate::bandwidth::READ_FOLD);
+    let (ctx, stream, module) = gpu0(&source, "compute_80")?;
     let read = module.load_function("read_fold")?;
     let chain = module.load_function("chain")?;
     let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;

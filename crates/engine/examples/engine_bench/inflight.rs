@@ -182,15 +182,7 @@ pub fn run(args: &[String]) -> Res<()> {
     let offs = crate::chain::offsets(&crate::chain::weight_sizes(), layers);
     let words = *offs.last().unwrap_or(&0) as usize;
     let bytes = words * 16;
-    let ctx = cudarc::driver::CudaContext::new(0)?;
-    // SAFETY: the slices below are used on this one stream only.
-    unsafe { ctx.disable_event_tracking() };
-    let stream = ctx.new_stream()?;
-    let opts = cudarc::nvrtc::CompileOptions {
-        arch: Some("compute_90"),
-        ..Default::default()
-    };
-    let module = ctx.load_module(cudarc::nvrtc::compile_ptx_with_opts(KERNELS, opts)?)?;
+    let (ctx, stream, module) = crate::chain::gpu0(KERNELS, "compute_90")?;
     let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
     let buf = stream.alloc_zeros::<u8>(bytes)?;
     let out = stream.alloc_zeros::<u32>(1)?;
