@@ -17,11 +17,13 @@
 //! blocks read one stretch of memory; a matrix's last partial chunk is not read.
 
 use crate::arg;
-use cudarc::driver::{sys, CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaFunction, CudaGraph, CudaModule, CudaSlice, CudaStream};
+use cudarc::driver::{LaunchConfig, PushKernelArg};
+use std::sync::Arc;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
-const KERNELS: &str = r#"
+pub(crate) const KERNELS: &str = r#"
 #define READ_U(U)                                                                            \
 extern "C" __global__ void read_u##U(const uint4* __restrict__ p, long long n,               \
                                      unsigned int* __restrict__ out) {                       \
@@ -166,27 +168,18 @@ extern "C" __global__ void bulk_handoff(const uint4* __restrict__ p, long long n
 "#;
 
 /// One way of reading: its kernel, launch shape, arguments after `n`, and bytes in flight per SM.
-struct Way {
-    name: String,
+pub(crate) struct Way {
+    pub name: String,
     func: CudaFunction,
     grid: u32,
     block: u32,
     shared: u32,
     extra: Vec<i32>,
-    in_flight: u32,
+    pub in_flight: u32,
 }
 
-pub fn run(args: &[String]) -> Res<()> {
-    let reps: usize = arg(args, "--reps", "10").parse()?;
-    let layers: usize = arg(args, "--layers", "32").parse()?;
-    let offs = crate::chain::offsets(&crate::chain::weight_sizes(), layers);
-    let words = *offs.last().unwrap_or(&0) as usize;
-    let bytes = words * 16;
-    let (ctx, stream, module) = crate::chain::gpu0(KERNELS, "compute_90")?;
-    let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-    let buf = stream.alloc_zeros::<u8>(bytes)?;
-    let out = stream.alloc_zeros::<u32>(1)?;
-    let sms = sms as u32;
+/// Every way of reading, on a GPU of `sms` SMs, from the module compiled from [`KERNELS`].
+pub(crate) fn ways(module: &Arc<CudaModule>, sms: u32) -> Res<Vec<Way>> {
     let mut ways: Vec<Way> = Vec::new();
     for u in [1, 2, 4, 8] {
         for b in [1u32, 2, 4, 8] {
@@ -269,45 +262,63 @@ pub fn run(args: &[String]) -> Res<()> {
             true,
         )?);
     }
-    let mut results = serde_json::Map::new();
-    for Way {
-        name,
-        func,
-        grid,
-        block,
-        shared,
-        extra,
-        in_flight,
-    } in &ways
-    {
-        let cfg = LaunchConfig {
-            grid_dim: (*grid, 1, 1),
-            block_dim: (*block, 1, 1),
-            shared_mem_bytes: *shared,
-        };
-        let each = || -> Res<()> {
-            for m in 0..offs.len() - 1 {
-                let view = buf.slice((offs[m] as usize * 16)..(offs[m + 1] as usize * 16));
-                let n = offs[m + 1] - offs[m];
-                let mut b = stream.launch_builder(func);
-                b.arg(&view).arg(&n);
-                for e in extra {
-                    b.arg(e);
-                }
-                b.arg(&out);
-                // SAFETY: the kernel reads n 16-byte words of the view (whole 16 KB chunks for
-                // the rings) and may write one u32; shared memory as set above.
-                unsafe { b.launch(cfg) }?;
+    Ok(ways)
+}
+
+/// One kernel per matrix of `buf` (matrices at `offs`, in 16-byte words), read the way `way`
+/// reads, captured into a CUDA graph on `stream`.
+pub(crate) fn capture(
+    stream: &Arc<CudaStream>,
+    way: &Way,
+    buf: &CudaSlice<u8>,
+    offs: &[i64],
+    out: &CudaSlice<u32>,
+) -> Res<CudaGraph> {
+    let cfg = LaunchConfig {
+        grid_dim: (way.grid, 1, 1),
+        block_dim: (way.block, 1, 1),
+        shared_mem_bytes: way.shared,
+    };
+    let each = || -> Res<()> {
+        for m in 0..offs.len() - 1 {
+            let view = buf.slice((offs[m] as usize * 16)..(offs[m + 1] as usize * 16));
+            let n = offs[m + 1] - offs[m];
+            let mut b = stream.launch_builder(&way.func);
+            b.arg(&view).arg(&n);
+            for e in &way.extra {
+                b.arg(e);
             }
-            Ok(())
-        };
-        stream.synchronize()?;
-        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-        let body = each();
-        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
-        body?;
-        let graph = graph.ok_or("empty graph")?;
+            b.arg(out);
+            // SAFETY: the kernel reads n 16-byte words of the view (whole chunks for the
+            // rings) and may write one u32; shared memory as set in `ways`.
+            unsafe { b.launch(cfg) }?;
+        }
+        Ok(())
+    };
+    stream.synchronize()?;
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let body = each();
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+    body?;
+    Ok(graph.ok_or("empty graph")?)
+}
+
+pub fn run(args: &[String]) -> Res<()> {
+    let reps: usize = arg(args, "--reps", "10").parse()?;
+    let layers: usize = arg(args, "--layers", "32").parse()?;
+    let offs = crate::chain::offsets(&crate::chain::weight_sizes(), layers);
+    let words = *offs.last().unwrap_or(&0) as usize;
+    let bytes = words * 16;
+    let (ctx, stream, module) = crate::chain::gpu0(KERNELS, "compute_90")?;
+    let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let buf = stream.alloc_zeros::<u8>(bytes)?;
+    let out = stream.alloc_zeros::<u32>(1)?;
+    let ways = ways(&module, sms as u32)?;
+    let mut results = serde_json::Map::new();
+    for way in &ways {
+        let graph = capture(&stream, way, &buf, &offs, &out)?;
         let ms = crate::median_ms(&stream, reps, &mut || Ok(graph.launch()?))?;
+        let (name, in_flight) = (&way.name, way.in_flight);
         results.insert(
             name.clone(),
             serde_json::json!({"ms": ms, "tb_s": bytes as f64 / ms / 1e9,

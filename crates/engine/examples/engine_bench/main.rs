@@ -25,6 +25,9 @@
 //! `--mode inflight`: how many bytes a kernel must have on their way from memory to read a decode
 //! step's weights at full speed, by plain loads, `cp.async` or the tensor memory accelerator.
 //!
+//! `--mode power`: what the parts of a decode step draw from the card: weights copied with no
+//! arithmetic, the step's products at 1, 64 and 256 rows, its attention, and the card idle.
+//!
 //! `--mode greedy`: greedy tokens of a synthetic model for fixed prompts, to compare devices: run
 //! it with `--device cpu` and `--device cuda` and diff the output (synthetic weights come from the
 //! same seed on every device).
@@ -46,6 +49,8 @@ mod check;
 mod graphs;
 #[cfg(feature = "cuda")]
 mod inflight;
+#[cfg(feature = "cuda")]
+mod power;
 #[cfg(feature = "cuda")]
 mod prefill;
 #[cfg(feature = "cuda")]
@@ -82,6 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "graphs" => graphs::run(&args),
         #[cfg(feature = "cuda")]
         "inflight" => inflight::run(&args),
+        #[cfg(feature = "cuda")]
+        "power" => power::run(&args),
         #[cfg(feature = "cuda")]
         "profile" => profile::run(&args),
         _ => throughput(&args),
@@ -166,6 +173,20 @@ fn greedy(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// The peer workload's batch of `b`: random prompts of `prompt_len` tokens (seeded by `b`), `new`
+/// new tokens each.
+pub(crate) fn peer_requests(b: usize, prompt_len: usize, new: u32, vocab: u64) -> Vec<Request> {
+    let mut rng = SplitMix64::new(b as u64);
+    (0..b)
+        .map(|_| Request {
+            prompt: (0..prompt_len)
+                .map(|_| 3 + rng.below(vocab - 3) as u32)
+                .collect(),
+            max_new_tokens: new,
+        })
+        .collect()
+}
+
 fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let (model, device, dtype, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
@@ -199,15 +220,7 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let devices = sensors.devices().to_vec();
     let sampler = Sampler::start(sensors, std::time::Duration::from_millis(100), true, None)?;
     for &b in &batches {
-        let mut rng = SplitMix64::new(b as u64);
-        let reqs: Vec<Request> = (0..b)
-            .map(|_| Request {
-                prompt: (0..prompt_len)
-                    .map(|_| 3 + rng.below(vocab - 3) as u32)
-                    .collect(),
-                max_new_tokens: new,
-            })
-            .collect();
+        let reqs = peer_requests(b, prompt_len, new, vocab);
         let w = Instant::now();
         if let Err(e) = loaded.generate(&reqs, &params, None, &mut |_, _| {}) {
             println!(

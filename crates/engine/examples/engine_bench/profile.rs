@@ -40,12 +40,11 @@ pub(crate) fn timed(
     Ok((1e3 * total / reps as f64, 1e3 * host / reps as f64))
 }
 
-/// Mean time of `body` replayed from a CUDA graph (after one run outside it).
-fn graph_ms(
-    reps: usize,
+/// `body` (after one run outside it) captured into a CUDA graph.
+pub(crate) fn capture(
     cd: &candle_core::cuda::CudaDevice,
-    body: Box<dyn Fn() -> Res<()> + '_>,
-) -> Res<f64> {
+    body: &dyn Fn() -> Res<()>,
+) -> Res<cudarc::driver::CudaGraph> {
     let dev = candle_core::Device::Cuda(cd.clone());
     body()?;
     dev.synchronize()?;
@@ -56,8 +55,60 @@ fn graph_ms(
     let ran = body();
     let graph = stream.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))?;
     ran?;
-    let graph = graph.ok_or("empty graph")?;
+    Ok(graph.ok_or("empty graph")?)
+}
+
+/// Mean time of `body` replayed from a CUDA graph (after one run outside it).
+fn graph_ms(
+    reps: usize,
+    cd: &candle_core::cuda::CudaDevice,
+    body: Box<dyn Fn() -> Res<()> + '_>,
+) -> Res<f64> {
+    let graph = capture(cd, &*body)?;
+    let dev = candle_core::Device::Cuda(cd.clone());
     Ok(timed(reps, &dev, || Ok(graph.launch()?))?.0)
+}
+
+/// Picks one kind of a layer's weights, where the layer holds it as one dense matrix.
+pub(crate) type Pick = fn(&wattbench_engine::model::Layer) -> Option<&Tensor>;
+
+/// The four kinds of a layer's products, in a decode step's order: name, weights, and whether
+/// the product reads the feed-forward width (the down projection) rather than the hidden one.
+pub(crate) fn kinds() -> [(&'static str, Pick, bool); 4] {
+    [
+        (
+            "qkv",
+            |l| match &l.qkv {
+                Qkv::Fused(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "o",
+            |l| match &l.wo {
+                Linear::Dense(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "gate_up",
+            |l| match &l.gate_up {
+                GateUp::Fused(w) => Some(w),
+                _ => None,
+            },
+            false,
+        ),
+        (
+            "down",
+            |l| match &l.w_down {
+                Linear::Dense(w) => Some(w),
+                _ => None,
+            },
+            true,
+        ),
+    ]
 }
 
 pub fn run(args: &[String]) -> Res<()> {
@@ -102,41 +153,7 @@ pub fn run(args: &[String]) -> Res<()> {
     // Each matrix product of the layers (all layers) and the output head, alone.
     let mut products = serde_json::Map::new();
     let mut matmuls = 0.0;
-    type Pick = fn(&wattbench_engine::model::Layer) -> Option<&Tensor>;
-    let kinds: [(&str, Pick, bool); 4] = [
-        (
-            "qkv",
-            |l| match &l.qkv {
-                Qkv::Fused(w) => Some(w),
-                _ => None,
-            },
-            false,
-        ),
-        (
-            "o",
-            |l| match &l.wo {
-                Linear::Dense(w) => Some(w),
-                _ => None,
-            },
-            false,
-        ),
-        (
-            "gate_up",
-            |l| match &l.gate_up {
-                GateUp::Fused(w) => Some(w),
-                _ => None,
-            },
-            false,
-        ),
-        (
-            "down",
-            |l| match &l.w_down {
-                Linear::Dense(w) => Some(w),
-                _ => None,
-            },
-            true,
-        ),
-    ];
+    let kinds = kinds();
     // With the engine's choice of products (cuBLASLt with a timed algorithm, where it applies),
     // and with candle's cuBLAS call.
     let lt = wattbench_engine::cuda::gemm::enabled();

@@ -1,0 +1,317 @@
+//! `--mode power`: what the parts of a decode step draw from the card, and so what a step's bytes
+//! cost in energy however fast they are read.
+//!
+//! Each part is captured in a CUDA graph and replayed back to back for `--seconds` (6) seconds,
+//! with the energy counted by the sensors (`--sensor`, default `nvml`) over that window as
+//! `--mode throughput` counts a batch. Per part: time a replay, average power, energy a replay
+//! and a gigabyte read, mean SM clock and highest temperature. The parts, in this order, all of
+//! them `--rounds` (2) times:
+//! - `idle`: nothing queued;
+//! - `copies`: the 7B shape's weights (random bits) read by TMA bulk copies of 16 KB into rings
+//!   of shared memory, one thread a block (`--mode inflight`'s `bulk_s8_k16`, the fastest read);
+//! - `loads`: the same bytes by plain 16-byte loads, 4 a thread, 8 blocks an SM (every warp
+//!   issuing; `ldg_u4_b8`);
+//! - `products_b<R>` for R in `--rows` (1,64,256): the 128 products of a decode step of the
+//!   model, R rows each — the same weights with 1/64, 1 and 4 times the arithmetic of a batch of
+//!   64 — as the engine runs them (cuBLASLt with a timed algorithm);
+//! - `products_b64_cublas`: the batch-64 products through candle's cuBLAS call;
+//! - `products_b64_zeros`: the batch-64 products of rows of zeros (what the operands' bits cost);
+//! - `attention_b64`: the layers' decode attention at batch 64 over `--at` (256) cached columns;
+//! - `attention_b64_tensor_cores`: the same through the prompt attention kernel (tensor cores);
+//! - `batch_b64`: a whole batch of the peer workload (64 random prompts of 128 tokens, 256 new
+//!   tokens, temperature 0.8, top-p 0.95), its prompt and decode steps counted apart.
+//!
+//! Activations and caches hold random values (N(0, 1)), the copied weights random bits.
+
+use crate::profile::{capture, kinds};
+use crate::{arg, load};
+use candle_core::Tensor;
+use cudarc::driver::{sys, CudaGraph, LaunchConfig, PushKernelArg};
+use std::time::{Duration, Instant};
+use wattbench_core::summarize;
+use wattbench_engine::model::Linear;
+use wattbench_meter::{EnergySensor, Sampler, SensorSet, SensorSpec};
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+const FILL: &str = r#"
+// Random bits (SplitMix64 of the word's index), so that reading them toggles the bus as weights do.
+extern "C" __global__ void fill(unsigned long long* __restrict__ p, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+         i += (long long)gridDim.x * blockDim.x) {
+        unsigned long long z = (unsigned long long)i * 0x9e3779b97f4a7c15ull + 0x2545f4914f6cdd1dull;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        p[i] = z ^ (z >> 31);
+    }
+}
+"#;
+
+/// One part: a replay queues one graph (or, for `idle`, nothing), `gb` read per replay.
+struct Part<'a> {
+    name: String,
+    gb: f64,
+    replay: Box<dyn Fn() -> Res<()> + 'a>,
+    sync: Box<dyn Fn() -> Res<()> + 'a>,
+}
+
+pub fn run(args: &[String]) -> Res<()> {
+    let seconds: f64 = arg(args, "--seconds", "6").parse()?;
+    let rounds: usize = arg(args, "--rounds", "2").parse()?;
+    let at: usize = arg(args, "--at", "256").parse()?;
+    let rows: Vec<usize> = arg(args, "--rows", "1,64,256")
+        .split(',')
+        .map(|r| r.parse())
+        .collect::<Result<_, _>>()?;
+    let (name, dev, _, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
+    let m = &loaded.model;
+    let candle_core::Device::Cuda(cd) = &dev else {
+        return Err("--mode power needs --device cuda".into());
+    };
+    let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
+    let mut sensors = SensorSet::open(&specs)?;
+    if let candle_core::DeviceLocation::Cuda { gpu_id } = dev.location() {
+        sensors.select(&[gpu_id.to_string()])?;
+    }
+    let devices = sensors.devices().to_vec();
+
+    // The weights' bytes for the copies, in a buffer of their own.
+    let source = format!("{FILL}{}", crate::inflight::KERNELS);
+    let (ctx, stream, module) = crate::chain::gpu0(&source, "compute_90")?;
+    let offs = crate::chain::offsets(&crate::chain::weight_sizes(), m.layers.len());
+    let words = *offs.last().unwrap_or(&0) as usize;
+    let buf = stream.alloc_zeros::<u8>(words * 16)?;
+    let out = stream.alloc_zeros::<u32>(1)?;
+    let fill = module.load_function("fill")?;
+    let n64 = (words * 2) as i64;
+    let mut b = stream.launch_builder(&fill);
+    b.arg(&buf).arg(&n64);
+    let cfg = LaunchConfig {
+        grid_dim: (132 * 8, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the kernel writes the buffer's n64 8-byte words, grid-stride.
+    unsafe { b.launch(cfg) }?;
+    let sms = ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+    let ways = crate::inflight::ways(&module, sms as u32)?;
+    let way = |name: &str| ways.iter().find(|w| w.name == name).ok_or("no such way");
+    let copies = crate::inflight::capture(&stream, way("bulk_s8_k16")?, &buf, &offs, &out)?;
+    let loads = crate::inflight::capture(&stream, way("ldg_u4_b8")?, &buf, &offs, &out)?;
+    let weights_gb = (words * 16) as f64 / 1e9;
+
+    // The model's products and attention.
+    let ws: Vec<Vec<&Tensor>> = kinds()
+        .iter()
+        .map(|(_, pick, _)| m.layers.iter().filter_map(pick).collect())
+        .collect();
+    if ws.iter().any(|w| w.len() != m.layers.len()) {
+        return Err(format!("{name}: --mode power needs dense bf16 or f16 weights").into());
+    }
+    let step_gb: f64 = ws
+        .iter()
+        .flatten()
+        .map(|w| (w.elem_count() * w.dtype().size_in_bytes()) as f64)
+        .sum::<f64>()
+        / 1e9;
+    let (hidden, f) = (m.cfg.hidden_size, m.cfg.intermediate_size);
+    let rnd = |shape: &[usize]| -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, 1.0, shape, &dev)?.to_dtype(m.dtype)
+    };
+    // A graph of the products at `r` rows, with the operands it reads (kept as long as it is).
+    let products = |r: usize, zeros: bool| -> Res<(CudaGraph, [Tensor; 2])> {
+        let (h, a) = if zeros {
+            (
+                Tensor::zeros((r, 1, hidden), m.dtype, &dev)?,
+                Tensor::zeros((r, 1, f), m.dtype, &dev)?,
+            )
+        } else {
+            (rnd(&[r, 1, hidden])?, rnd(&[r, 1, f])?)
+        };
+        let graph = capture(cd, &|| {
+            for i in 0..m.layers.len() {
+                for (k, (_, _, wide)) in kinds().iter().enumerate() {
+                    Linear::dense(if *wide { &a } else { &h }, ws[k][i])?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok((graph, [h, a]))
+    };
+    // Each part's graph, its bytes a replay, and the tensors it reads.
+    let mut graphs: Vec<(String, f64, CudaGraph, Vec<Tensor>)> = Vec::new();
+    for &r in &rows {
+        let (g, operands) = products(r, false)?;
+        graphs.push((format!("products_b{r}"), step_gb, g, operands.into()));
+    }
+    let lt = wattbench_engine::cuda::gemm::enabled();
+    wattbench_engine::cuda::gemm::set_enabled(false);
+    let cublas = products(64, false);
+    wattbench_engine::cuda::gemm::set_enabled(lt);
+    let (g, operands) = cublas?;
+    graphs.push(("products_b64_cublas".into(), step_gb, g, operands.into()));
+    let (g, operands) = products(64, true)?;
+    graphs.push(("products_b64_zeros".into(), step_gb, g, operands.into()));
+    let (nh, nkv, hd) = (
+        m.cfg.num_attention_heads,
+        m.cfg.kv_heads(),
+        m.cfg.head_dim(),
+    );
+    let q = rnd(&[64, nh, 1, hd])?;
+    let (kc, vc) = (rnd(&[64, nkv, at + 1, hd])?, rnd(&[64, nkv, at + 1, hd])?);
+    let starts = Tensor::zeros(64, candle_core::DType::U32, &dev)?;
+    let attention = capture(cd, &|| {
+        for _ in &m.layers {
+            wattbench_engine::cuda::attention::decode_attention(&q, &kc, &vc, &starts, None, 1.0)?;
+        }
+        Ok(())
+    })?;
+    let cache_gb = (2 * kc.elem_count() * m.dtype.size_in_bytes() * m.layers.len()) as f64 / 1e9;
+    graphs.push(("attention_b64".into(), cache_gb, attention, vec![]));
+    // The same attention through the prompt kernel (tensor cores, keys and values staged in
+    // shared memory), its one query a sequence and head the only real row of 16.
+    let tensor_cores = capture(cd, &|| {
+        for _ in &m.layers {
+            wattbench_engine::cuda::attention::prefill_attention(&q, &kc, &vc, &starts, at, 1.0)?;
+        }
+        Ok(())
+    })?;
+    graphs.push((
+        "attention_b64_tensor_cores".into(),
+        cache_gb,
+        tensor_cores,
+        vec![q, kc, vc, starts],
+    ));
+
+    let model_sync = || -> Res<()> { Ok(dev.synchronize()?) };
+    let copy_sync = || -> Res<()> { Ok(stream.synchronize()?) };
+    let mut parts: Vec<Part> = vec![
+        Part {
+            name: "idle".into(),
+            gb: 0.0,
+            replay: Box::new(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                Ok(())
+            }),
+            sync: Box::new(|| Ok(())),
+        },
+        Part {
+            name: "copies".into(),
+            gb: weights_gb,
+            replay: Box::new(|| Ok(copies.launch()?)),
+            sync: Box::new(copy_sync),
+        },
+        Part {
+            name: "loads".into(),
+            gb: weights_gb,
+            replay: Box::new(|| Ok(loads.launch()?)),
+            sync: Box::new(copy_sync),
+        },
+    ];
+    for (name, gb, g, _) in &graphs {
+        parts.push(Part {
+            name: name.clone(),
+            gb: *gb,
+            replay: Box::new(move || Ok(g.launch()?)),
+            sync: Box::new(model_sync),
+        });
+    }
+    stream.synchronize()?;
+    dev.synchronize()?;
+
+    let sampler = Sampler::start(sensors, Duration::from_millis(100), true, None)?;
+    let mut results = Vec::new();
+    for round in 0..rounds {
+        for part in &parts {
+            // One replay first, outside the window.
+            (part.replay)()?;
+            (part.sync)()?;
+            let t0 = sampler.mark();
+            let start = Instant::now();
+            let mut replays = 0usize;
+            while start.elapsed().as_secs_f64() < seconds {
+                for _ in 0..8 {
+                    (part.replay)()?;
+                }
+                replays += 8;
+                (part.sync)()?;
+            }
+            let t1 = sampler.mark();
+            let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
+            let d = s.devices.first();
+            let per = |x: Option<f64>| x.map(|x| x / replays as f64);
+            let ms = 1e3 * (t1 - t0) / replays as f64;
+            let line = serde_json::json!({
+                "part": part.name,
+                "round": round,
+                "replays": replays,
+                "seconds": t1 - t0,
+                "ms_per_replay": (part.gb > 0.0).then_some(ms),
+                "gb_per_replay": part.gb,
+                "tb_s": (part.gb > 0.0).then(|| part.gb / ms),
+                "watts": s.avg_power_w,
+                "j_per_replay": per(s.energy_j).filter(|_| part.gb > 0.0),
+                "j_per_gb": s.energy_j.filter(|_| part.gb > 0.0).map(|e| e / (part.gb * replays as f64)),
+                "counter_j": d.and_then(|d| d.counter_energy_j),
+                "integrated_j": d.and_then(|d| d.integrated_power_j),
+                "mean_sm_clock_mhz": d.and_then(|d| d.mean_sm_clock_mhz),
+                "mean_sm_util_pct": d.and_then(|d| d.mean_sm_util_pct),
+                "max_temperature_c": d.and_then(|d| d.max_temperature_c),
+            });
+            println!("{line}");
+            results.push(line);
+        }
+        let line = batch(&loaded, &sampler, &devices, round)?;
+        println!("{line}");
+        results.push(line);
+    }
+    sampler.stop();
+    println!(
+        "{}",
+        serde_json::json!({ "power": { "model": name, "seconds": seconds, "at": at, "parts": results } })
+    );
+    Ok(())
+}
+
+/// One batch of the peer workload at 64, its prompt and its decode steps metered apart.
+fn batch(
+    loaded: &wattbench_engine::LoadedModel,
+    sampler: &Sampler<SensorSet>,
+    devices: &[wattbench_core::DeviceInfo],
+    round: usize,
+) -> Res<serde_json::Value> {
+    let reqs = crate::peer_requests(64, 128, 256, loaded.model.cfg.vocab_size as u64);
+    let params = wattbench_engine::GenerationParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    };
+    loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
+    let t0 = sampler.mark();
+    let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
+    let t1 = sampler.mark();
+    let tokens: usize = r.outputs.iter().map(|o| o.tokens.len()).sum();
+    let timeline = sampler.snapshot();
+    let whole = summarize(devices, &timeline, t0, t1, None);
+    let decode = summarize(devices, &timeline, t1 - r.decode_s, t1, None);
+    let prefill = summarize(devices, &timeline, t0, t1 - r.decode_s, None);
+    let steps = (tokens - 64) as f64;
+    Ok(serde_json::json!({
+        "part": "batch_b64",
+        "round": round,
+        "seconds": t1 - t0,
+        "tok_per_s": tokens as f64 / (t1 - t0),
+        "watts": whole.avg_power_w,
+        "j_per_token": whole.energy_j.map(|e| e / tokens as f64),
+        "prefill_s": r.prefill_s,
+        "prefill_watts": prefill.avg_power_w,
+        "decode_s": r.decode_s,
+        "decode_ms_per_step": 1e3 * r.decode_s / (steps / 64.0),
+        "decode_watts": decode.avg_power_w,
+        "decode_j_per_token": decode.energy_j.map(|e| e / steps),
+        "mean_sm_clock_mhz": whole.devices.first().and_then(|d| d.mean_sm_clock_mhz),
+        "max_temperature_c": whole.devices.first().and_then(|d| d.max_temperature_c),
+    }))
+}
