@@ -17,11 +17,20 @@
 //! - `products_b64_cublas`: the batch-64 products through candle's cuBLAS call;
 //! - `products_b64_zeros`: the batch-64 products of rows of zeros (what the operands' bits cost);
 //! - `attention_b64`: the layers' decode attention at batch 64 over `--at` (256) cached columns;
-//! - `attention_b64_tensor_cores`: the same through the prompt attention kernel (tensor cores);
-//! - `batch_b64`: a whole batch of the peer workload (64 random prompts of 128 tokens, 256 new
-//!   tokens, temperature 0.8, top-p 0.95), its prompt and decode steps counted apart.
+//! - `prefill_b64`: the peer workload's prompts at batch 64 (64 random prompts of 128 tokens) and
+//!   their first tokens, nothing more;
+//! - `batch_b64`: a whole batch of the peer workload (those prompts, 256 new tokens each,
+//!   temperature 0.8, top-p 0.95), once a round, its prompt and decode steps counted apart.
+//!
+//! `--parts A,B` measures only the parts named (all by default).
 //!
 //! Activations and caches hold random values (N(0, 1)), the copied weights random bits.
+//!
+//! `floor`: what a batch of the peer workload would cost if each decode step read its bytes (the
+//! weights with the output head, and the cache at its mean length, 128 + 256 / 2 columns) as the
+//! copies read theirs, at the copies' energy a gigabyte, and multiplied its 64 rows at the energy
+//! the products add over one row (`products_b64` less `products_b1`), with no other work — the
+//! prompts at `prefill_b64`'s energy. Every term is a mean over the rounds of this run.
 
 use crate::profile::{capture, kinds};
 use crate::{arg, load};
@@ -47,10 +56,13 @@ extern "C" __global__ void fill(unsigned long long* __restrict__ p, long long n)
 }
 "#;
 
-/// One part: a replay queues one graph (or, for `idle`, nothing), `gb` read per replay.
+/// One part: a replay queues one graph (or runs the prompts; for `idle`, nothing), `gb` read per
+/// replay (0 where not counted).
 struct Part<'a> {
     name: String,
     gb: f64,
+    /// Whether a replay is work (time and energy a replay are reported), not a wait.
+    work: bool,
     replay: Box<dyn Fn() -> Res<()> + 'a>,
     sync: Box<dyn Fn() -> Res<()> + 'a>,
 }
@@ -167,28 +179,21 @@ pub fn run(args: &[String]) -> Res<()> {
         Ok(())
     })?;
     let cache_gb = (2 * kc.elem_count() * m.dtype.size_in_bytes() * m.layers.len()) as f64 / 1e9;
-    graphs.push(("attention_b64".into(), cache_gb, attention, vec![]));
-    // The same attention through the prompt kernel (tensor cores, keys and values staged in
-    // shared memory), its one query a sequence and head the only real row of 16.
-    let tensor_cores = capture(cd, &|| {
-        for _ in &m.layers {
-            wattbench_engine::cuda::attention::prefill_attention(&q, &kc, &vc, &starts, at, 1.0)?;
-        }
-        Ok(())
-    })?;
     graphs.push((
-        "attention_b64_tensor_cores".into(),
+        "attention_b64".into(),
         cache_gb,
-        tensor_cores,
+        attention,
         vec![q, kc, vc, starts],
     ));
 
+    let prompts = crate::peer_requests(64, PROMPT, 1, m.cfg.vocab_size as u64);
     let model_sync = || -> Res<()> { Ok(dev.synchronize()?) };
     let copy_sync = || -> Res<()> { Ok(stream.synchronize()?) };
     let mut parts: Vec<Part> = vec![
         Part {
             name: "idle".into(),
             gb: 0.0,
+            work: false,
             replay: Box::new(|| {
                 std::thread::sleep(Duration::from_millis(10));
                 Ok(())
@@ -198,12 +203,14 @@ pub fn run(args: &[String]) -> Res<()> {
         Part {
             name: "copies".into(),
             gb: weights_gb,
+            work: true,
             replay: Box::new(|| Ok(copies.launch()?)),
             sync: Box::new(copy_sync),
         },
         Part {
             name: "loads".into(),
             gb: weights_gb,
+            work: true,
             replay: Box::new(|| Ok(loads.launch()?)),
             sync: Box::new(copy_sync),
         },
@@ -212,13 +219,33 @@ pub fn run(args: &[String]) -> Res<()> {
         parts.push(Part {
             name: name.clone(),
             gb: *gb,
+            work: true,
             replay: Box::new(move || Ok(g.launch()?)),
             sync: Box::new(model_sync),
         });
     }
+    parts.push(Part {
+        name: "prefill_b64".into(),
+        gb: 0.0,
+        work: true,
+        replay: Box::new(|| {
+            loaded.generate(&prompts, &peer_params(), None, &mut |_, _| {})?;
+            Ok(())
+        }),
+        sync: Box::new(|| Ok(())),
+    });
     stream.synchronize()?;
     dev.synchronize()?;
 
+    let only = arg(args, "--parts", "");
+    let chosen = |name: &str| only.is_empty() || only.split(',').any(|p| p == name);
+    if let Some(p) = only
+        .split(',')
+        .find(|p| !p.is_empty() && *p != "batch_b64" && !parts.iter().any(|part| part.name == *p))
+    {
+        return Err(format!("--parts: no part named {p}").into());
+    }
+    parts.retain(|p| chosen(&p.name));
     let sampler = Sampler::start(sensors, Duration::from_millis(100), true, None)?;
     let mut results = Vec::new();
     for round in 0..rounds {
@@ -239,18 +266,18 @@ pub fn run(args: &[String]) -> Res<()> {
             let t1 = sampler.mark();
             let s = summarize(&devices, &sampler.snapshot(), t0, t1, None);
             let d = s.devices.first();
-            let per = |x: Option<f64>| x.map(|x| x / replays as f64);
+            let per = |x: Option<f64>| x.map(|x| x / replays as f64).filter(|_| part.work);
             let ms = 1e3 * (t1 - t0) / replays as f64;
             let line = serde_json::json!({
                 "part": part.name,
                 "round": round,
                 "replays": replays,
                 "seconds": t1 - t0,
-                "ms_per_replay": (part.gb > 0.0).then_some(ms),
+                "ms_per_replay": part.work.then_some(ms),
                 "gb_per_replay": part.gb,
                 "tb_s": (part.gb > 0.0).then(|| part.gb / ms),
                 "watts": s.avg_power_w,
-                "j_per_replay": per(s.energy_j).filter(|_| part.gb > 0.0),
+                "j_per_replay": per(s.energy_j),
                 "j_per_gb": s.energy_j.filter(|_| part.gb > 0.0).map(|e| e / (part.gb * replays as f64)),
                 "counter_j": d.and_then(|d| d.counter_energy_j),
                 "integrated_j": d.and_then(|d| d.integrated_power_j),
@@ -261,16 +288,72 @@ pub fn run(args: &[String]) -> Res<()> {
             println!("{line}");
             results.push(line);
         }
-        let line = batch(&loaded, &sampler, &devices, round)?;
-        println!("{line}");
-        results.push(line);
+        if chosen("batch_b64") {
+            let line = batch(&loaded, &sampler, &devices, round)?;
+            println!("{line}");
+            results.push(line);
+        }
     }
     sampler.stop();
+    let head_gb = match &m.lm_head {
+        Linear::Dense(w) => (w.elem_count() * w.dtype().size_in_bytes()) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let mean_columns = PROMPT + NEW as usize / 2;
+    let cache_mean_gb = cache_gb / (at + 1) as f64 * mean_columns as f64;
+    let floor = floor(&results, step_gb + head_gb + cache_mean_gb);
     println!(
         "{}",
-        serde_json::json!({ "power": { "model": name, "seconds": seconds, "at": at, "parts": results } })
+        serde_json::json!({ "power": { "model": name, "seconds": seconds, "at": at, "parts": results, "floor": floor } })
     );
     Ok(())
+}
+
+/// The peer workload: prompts of this many tokens, this many new tokens each, batch 64.
+const PROMPT: usize = 128;
+const NEW: u32 = 256;
+
+fn peer_params() -> wattbench_engine::GenerationParams {
+    wattbench_engine::GenerationParams {
+        temperature: 0.8,
+        top_p: 0.95,
+        seed: 0,
+        ignore_eos: true,
+        eos_ids: vec![],
+    }
+}
+
+/// The mean of `key` over the rounds of part `name`.
+fn mean(results: &[serde_json::Value], name: &str, key: &str) -> Option<f64> {
+    let xs: Vec<f64> = results
+        .iter()
+        .filter(|r| r["part"] == name)
+        .filter_map(|r| r[key].as_f64())
+        .collect();
+    (!xs.is_empty()).then(|| xs.iter().sum::<f64>() / xs.len() as f64)
+}
+
+/// The floor of a batch of the peer workload (see the module's note), from the parts measured,
+/// beside the batches measured; null where a part is missing.
+fn floor(results: &[serde_json::Value], step_gb: f64) -> serde_json::Value {
+    let per_gb = mean(results, "copies", "j_per_gb");
+    let arithmetic = mean(results, "products_b64", "j_per_replay")
+        .zip(mean(results, "products_b1", "j_per_replay"))
+        .map(|(a, b)| a - b);
+    let step = per_gb.zip(arithmetic).map(|(g, a)| step_gb * g + a);
+    let prefill = mean(results, "prefill_b64", "j_per_replay");
+    let tokens = 64.0 * NEW as f64;
+    serde_json::json!({
+        "step_gb": step_gb,
+        "copies_j_per_gb": per_gb,
+        "arithmetic_j_per_step": arithmetic,
+        "decode_step_j": step,
+        "decode_j_per_token": step.map(|s| s / 64.0),
+        "prefill_j": prefill,
+        "j_per_token": step.zip(prefill).map(|(s, p)| ((NEW - 1) as f64 * s + p) / tokens),
+        "measured_j_per_token": mean(results, "batch_b64", "j_per_token"),
+        "measured_decode_j_per_token": mean(results, "batch_b64", "decode_j_per_token"),
+    })
 }
 
 /// One batch of the peer workload at 64, its prompt and its decode steps metered apart.
@@ -280,14 +363,8 @@ fn batch(
     devices: &[wattbench_core::DeviceInfo],
     round: usize,
 ) -> Res<serde_json::Value> {
-    let reqs = crate::peer_requests(64, 128, 256, loaded.model.cfg.vocab_size as u64);
-    let params = wattbench_engine::GenerationParams {
-        temperature: 0.8,
-        top_p: 0.95,
-        seed: 0,
-        ignore_eos: true,
-        eos_ids: vec![],
-    };
+    let reqs = crate::peer_requests(64, PROMPT, NEW, loaded.model.cfg.vocab_size as u64);
+    let params = peer_params();
     loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
     let t0 = sampler.mark();
     let r = loaded.generate(&reqs, &params, None, &mut |_, _| {})?;
