@@ -35,44 +35,12 @@ __device__ __forceinline__ void store_row(bf16_t* __restrict__ p, const float* f
 #endif
 }
 
-// 2^x in one instruction. Scores are kept in log2 units (the query carries log2 e), so that each
-// softmax weight is one ex2 rather than a multiplication and an ex2.
-#define LOG2E 1.4426950408889634f
-__device__ __forceinline__ float exp2_approx(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// Sums each of the UNROLL keys' partial dot products over the warp; every lane gets every sum,
-// the same bits in every lane. With two keys, each half of the warp first takes one of them, so
-// that a level of the butterfly exchanges one value instead of two.
-__device__ __forceinline__ void warp_dots(float* dot, int lane) {
-#if UNROLL == 2
-    const bool upper = lane >= 16;
-    float keep = upper ? dot[1] : dot[0];
-    keep += __shfl_xor_sync(0xffffffffu, upper ? dot[0] : dot[1], 16);
-    #pragma unroll
-    for (int o = 8; o > 0; o >>= 1) keep += __shfl_xor_sync(0xffffffffu, keep, o);
-    const float other = __shfl_xor_sync(0xffffffffu, keep, 16);
-    dot[0] = upper ? other : keep;
-    dot[1] = upper ? keep : other;
-#else
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        #pragma unroll
-        for (int u = 0; u < UNROLL; u++) dot[u] += __shfl_xor_sync(0xffffffffu, dot[u], o);
-    }
-#endif
-}
-
 // One warp's share of the cached keys first .. len - 1 (UNROLL keys at a time, the warps
-// interleaved), folded into its online-softmax state (m, s, acc), m in log2 units.
+// interleaved), folded into its online-softmax state (m, s, acc).
 __device__ __forceinline__ void attend_cached(
     const float* qv, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, long long base,
     int first, int len, int warp, float& m, float& s, float* acc)
 {
-    const int lane = threadIdx.x % 32;
     for (int j0 = first + warp * UNROLL; j0 < len; j0 += WARPS * UNROLL) {
         float kr[UNROLL][PER], vr[UNROLL][PER], dot[UNROLL];
         #pragma unroll
@@ -87,27 +55,28 @@ __device__ __forceinline__ void attend_cached(
             #pragma unroll
             for (int i = 0; i < PER; i++) dot[u] += qv[i] * kr[u][i];
         }
-        warp_dots(dot, lane);
+        #pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            #pragma unroll
+            for (int u = 0; u < UNROLL; u++) dot[u] += __shfl_xor_sync(0xffffffffu, dot[u], o);
+        }
         float mn = m;
         #pragma unroll
         for (int u = 0; u < UNROLL; u++) if (j0 + u < len) mn = fmaxf(mn, dot[u]);
-        // The sums are rescaled only when the maximum moves (the same branch in every lane).
-        if (mn > m) {
-            const float c = exp2_approx(m - mn);
-            s *= c;
-            #pragma unroll
-            for (int i = 0; i < PER; i++) acc[i] *= c;
-            m = mn;
-        }
+        const float c = __expf(m - mn);
+        s *= c;
+        #pragma unroll
+        for (int i = 0; i < PER; i++) acc[i] *= c;
         // A row past len (a clamped copy of the last one) weighs 0 rather than being skipped:
         // every value is used, so none of the round's loads is put off until its branch.
         #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
-            const float p = j0 + u < len ? exp2_approx(dot[u] - m) : 0.f;
+            const float p = j0 + u < len ? __expf(dot[u] - mn) : 0.f;
             s += p;
             #pragma unroll
             for (int i = 0; i < PER; i++) acc[i] += p * vr[u][i];
         }
+        m = mn;
     }
 }
 
@@ -128,7 +97,7 @@ __device__ __forceinline__ void merge_store(float m, float s, const float* acc,
         for (int i = 0; i < PER; i++) out[i] = 0.f;
         for (int w = 0; w < WARPS; w++) {
             if (sm[w] == NEG_INF) continue;
-            const float c = exp2_approx(sm[w] - M);
+            const float c = __expf(sm[w] - M);
             S += ss[w] * c;
             #pragma unroll
             for (int i = 0; i < PER; i++) out[i] += sacc[w][lane * PER + i] * c;
@@ -152,7 +121,7 @@ extern "C" __global__ void decode_attention(
     float qv[PER];
     load_row(q + ((long long)b * nh + h) * HEAD_DIM + lane * PER, qv);
     #pragma unroll
-    for (int i = 0; i < PER; i++) qv[i] *= scale * LOG2E;
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
     const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
     float m = NEG_INF, s = 0.f, acc[PER];
     #pragma unroll
@@ -226,7 +195,7 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qk
     rope_row(y + ((long long)b * (nh + 2 * nkv) + h) * HEAD_DIM, cos_t, sin_t, pos[b], lane,
              interleaved, qv);
     #pragma unroll
-    for (int i = 0; i < PER; i++) qv[i] *= scale * LOG2E;
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
     const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
     float m = NEG_INF, s = 0.f, acc[PER];
     #pragma unroll
