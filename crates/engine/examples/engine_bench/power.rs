@@ -17,8 +17,6 @@
 //! - `products_b64_cublas`: the batch-64 products through candle's cuBLAS call;
 //! - `products_b64_zeros`: the batch-64 products of rows of zeros (what the operands' bits cost);
 //! - `attention_b64`: the layers' decode attention at batch 64 over `--at` (256) cached columns;
-//! - `attention_b64_mma`: the same with its scores on the tensor cores
-//!   (`WATTBENCH_DECODE_SCORES=mma`);
 //! - `prefill_b64`: the peer workload's prompts at batch 64 (64 random prompts of 128 tokens) and
 //!   their first tokens, nothing more;
 //! - `batch_b64`: a whole batch of the peer workload (those prompts, 256 new tokens each,
@@ -180,23 +178,11 @@ pub fn run(args: &[String]) -> Res<()> {
         }
         Ok(())
     })?;
-    // The same with the scores on the tensor cores.
-    let mma = wattbench_engine::cuda::attention::tensor_core_scores();
-    wattbench_engine::cuda::attention::set_tensor_core_scores(true);
-    let attention_mma = capture(cd, &|| {
-        for _ in &m.layers {
-            wattbench_engine::cuda::attention::decode_attention(&q, &kc, &vc, &starts, None, 1.0)?;
-        }
-        Ok(())
-    });
-    wattbench_engine::cuda::attention::set_tensor_core_scores(mma);
-    let attention_mma = attention_mma?;
     let cache_gb = (2 * kc.elem_count() * m.dtype.size_in_bytes() * m.layers.len()) as f64 / 1e9;
-    graphs.push(("attention_b64".into(), cache_gb, attention, vec![]));
     graphs.push((
-        "attention_b64_mma".into(),
+        "attention_b64".into(),
         cache_gb,
-        attention_mma,
+        attention,
         vec![q, kc, vc, starts],
     ));
 

@@ -35,133 +35,11 @@ __device__ __forceinline__ void store_row(bf16_t* __restrict__ p, const float* f
 #endif
 }
 
-// 2^x in one instruction (the mma path keeps scores in log2 units).
-#define LOG2E 1.4426950408889634f
-__device__ __forceinline__ float exp2_approx(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-#ifdef DECODE_MMA
-// Decode scores on the tensor cores: a warp takes 16 keys a round and gets their scores from
-// HEAD_DIM / 16 mma.m16n8k16 (the keys as A, 16 rows; the query as column 0 of B, the other
-// columns zero), then folds the values in on the CUDA cores as attend_cached does. Lane (g, t) =
-// (lane / 4, lane % 4) loads 16 bytes of key rows g and g + 8 at dimensions 8 (t + 4c), c < CH;
-// the k index of the products is a permutation of the dimensions, the same for the keys and the
-// query, so the sums are those of the dot products. qf holds the query's fragments (zero but in
-// lanes 0-3), `hb` the head's first row.
-#define CH (HEAD_DIM / 32)
-// A lane's PER values of a row, as loaded.
-#if PER == 4
-typedef uint2 row_t;
-__device__ __forceinline__ void unpack_row(uint2 raw, float* out) {
-    out[0] = __uint_as_float(raw.x << 16); out[1] = __uint_as_float(raw.x & 0xffff0000u);
-    out[2] = __uint_as_float(raw.y << 16); out[3] = __uint_as_float(raw.y & 0xffff0000u);
-}
-#else
-typedef unsigned int row_t;
-__device__ __forceinline__ void unpack_row(unsigned int raw, float* out) {
-    out[0] = __uint_as_float(raw << 16); out[1] = __uint_as_float(raw & 0xffff0000u);
-}
-#endif
-
-__device__ __forceinline__ void mma_scores(float* c, unsigned int a0, unsigned int a1,
-                                           unsigned int a2, unsigned int a3, unsigned int b0,
-                                           unsigned int b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
-// The query's B fragments for the permuted k index: lane (0, t) holds, for k step 2c + h, the
-// dimensions 8 (t + 4c) + 4h + {0, 1} and {2, 3} as bf16 pairs; qv is this lane's PER dimensions
-// (lane * PER ..), bf16 values in f32, unscaled.
-__device__ __forceinline__ void query_fragments(const float* qv, int lane, unsigned int (*qf)[2]) {
-    const int t = lane & 3;
-    #pragma unroll
-    for (int c = 0; c < CH; c++) {
-        // Dimensions 8 (t + 4c) .. + 7 live in the 8 / PER lanes from 8 (t + 4c) / PER on.
-        float d[8];
-        #pragma unroll
-        for (int l = 0; l < 8 / PER; l++) {
-            #pragma unroll
-            for (int i = 0; i < PER; i++)
-                d[l * PER + i] = __shfl_sync(0xffffffffu, qv[i], 8 * (t + 4 * c) / PER + l);
-        }
-        const bool real = lane < 4;
-        #pragma unroll
-        for (int h = 0; h < 2; h++) {
-            qf[2 * c + h][0] = real ? (unsigned int)f2bf(d[4 * h]) | ((unsigned int)f2bf(d[4 * h + 1]) << 16) : 0u;
-            qf[2 * c + h][1] = real ? (unsigned int)f2bf(d[4 * h + 2]) | ((unsigned int)f2bf(d[4 * h + 3]) << 16) : 0u;
-        }
-    }
-}
-
-__device__ __forceinline__ void attend_cached(
-    const float* qv, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, long long base,
-    int first, int len, int warp, float& m, float& s, float* acc, float scale)
-{
-    const int lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
-    const long long hb = base - lane * PER;
-    unsigned int qf[2 * CH][2];
-    query_fragments(qv, lane, qf);
-    // s as partial sums: lane 0 holds what came before, the lanes holding scores add theirs.
-    float sp = lane == 0 ? s : 0.f;
-    for (int j0 = first + warp * 16; j0 < len; j0 += WARPS * 16) {
-        const int r0 = min(j0 + g, len - 1), r1 = min(j0 + g + 8, len - 1);
-        uint4 ka[CH], kb[CH];
-        #pragma unroll
-        for (int c = 0; c < CH; c++) {
-            ka[c] = *reinterpret_cast<const uint4*>(k + hb + (long long)r0 * HEAD_DIM + 8 * (t + 4 * c));
-            kb[c] = *reinterpret_cast<const uint4*>(k + hb + (long long)r1 * HEAD_DIM + 8 * (t + 4 * c));
-        }
-        row_t vraw[16];
-        #pragma unroll
-        for (int u = 0; u < 16; u++)
-            vraw[u] = *reinterpret_cast<const row_t*>(v + base + (long long)min(j0 + u, len - 1) * HEAD_DIM);
-        float sc[4] = {0.f, 0.f, 0.f, 0.f};
-        #pragma unroll
-        for (int c = 0; c < CH; c++) {
-            mma_scores(sc, ka[c].x, kb[c].x, ka[c].y, kb[c].y, qf[2 * c][0], qf[2 * c][1]);
-            mma_scores(sc, ka[c].z, kb[c].z, ka[c].w, kb[c].w, qf[2 * c + 1][0], qf[2 * c + 1][1]);
-        }
-        // Column 0: lane 4g holds key g's score in sc[0] and key g + 8's in sc[2].
-        const float sa = t == 0 && j0 + g < len ? sc[0] * scale : NEG_INF;
-        const float sb = t == 0 && j0 + g + 8 < len ? sc[2] * scale : NEG_INF;
-        float mx = fmaxf(sa, sb);
-        #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-        if (mx > m) {
-            const float cf = exp2_approx(m - mx);
-            sp *= cf;
-            #pragma unroll
-            for (int i = 0; i < PER; i++) acc[i] *= cf;
-            m = mx;
-        }
-        const float pa = exp2_approx(sa - m), pb = exp2_approx(sb - m);
-        sp += pa + pb;
-        #pragma unroll
-        for (int u = 0; u < 16; u++) {
-            const float p = __shfl_sync(0xffffffffu, u < 8 ? pa : pb, 4 * (u & 7));
-            float vr[PER];
-            unpack_row(vraw[u], vr);
-            #pragma unroll
-            for (int i = 0; i < PER; i++) acc[i] += p * vr[i];
-        }
-    }
-    #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) sp += __shfl_xor_sync(0xffffffffu, sp, o);
-    s = sp;
-}
-#else
 // One warp's share of the cached keys first .. len - 1 (UNROLL keys at a time, the warps
 // interleaved), folded into its online-softmax state (m, s, acc).
 __device__ __forceinline__ void attend_cached(
     const float* qv, const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, long long base,
-    int first, int len, int warp, float& m, float& s, float* acc, float)
+    int first, int len, int warp, float& m, float& s, float* acc)
 {
     for (int j0 = first + warp * UNROLL; j0 < len; j0 += WARPS * UNROLL) {
         float kr[UNROLL][PER], vr[UNROLL][PER], dot[UNROLL];
@@ -202,27 +80,6 @@ __device__ __forceinline__ void attend_cached(
     }
 }
 
-#endif
-
-// Scores and their maxima are in log2 units on the tensor-core path (the query is multiplied by
-// its scale there, in f32, after the products), natural units on the other (the query carries
-// its scale). Returns the factor from a dot product with qv to a score.
-#ifdef DECODE_MMA
-#define SCORE_EXP(x) exp2_approx(x)
-__device__ __forceinline__ float query_scale(float*, float scale) { return scale * LOG2E; }
-#define DECODE_BLOCKS_PER_SM 4
-#define DEAL 16
-#else
-#define SCORE_EXP(x) __expf(x)
-__device__ __forceinline__ float query_scale(float* qv, float scale) {
-    #pragma unroll
-    for (int i = 0; i < PER; i++) qv[i] *= scale;
-    return 1.f;
-}
-#define DECODE_BLOCKS_PER_SM 16
-#define DEAL UNROLL
-#endif
-
 // Merges the warps' states and writes the head's output row (this lane's PER values at yp).
 __device__ __forceinline__ void merge_store(float m, float s, const float* acc,
                                             bf16_t* __restrict__ yp, int warp, int lane)
@@ -240,7 +97,7 @@ __device__ __forceinline__ void merge_store(float m, float s, const float* acc,
         for (int i = 0; i < PER; i++) out[i] = 0.f;
         for (int w = 0; w < WARPS; w++) {
             if (sm[w] == NEG_INF) continue;
-            const float c = SCORE_EXP(sm[w] - M);
+            const float c = __expf(sm[w] - M);
             S += ss[w] * c;
             #pragma unroll
             for (int i = 0; i < PER; i++) out[i] += sacc[w][lane * PER + i] * c;
@@ -263,12 +120,13 @@ extern "C" __global__ void decode_attention(
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     float qv[PER];
     load_row(q + ((long long)b * nh + h) * HEAD_DIM + lane * PER, qv);
-    const float qscale = query_scale(qv, scale);
+    #pragma unroll
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
     const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
     float m = NEG_INF, s = 0.f, acc[PER];
     #pragma unroll
     for (int i = 0; i < PER; i++) acc[i] = 0.f;
-    attend_cached(qv, k, v, base, (int)start[b], len, warp, m, s, acc, qscale);
+    attend_cached(qv, k, v, base, (int)start[b], len, warp, m, s, acc);
     merge_store(m, s, acc, y + ((long long)b * nh + h) * HEAD_DIM + lane * PER, warp, lane);
 }
 
@@ -320,7 +178,7 @@ __device__ __forceinline__ void rope_row(const bf16_t* __restrict__ src,
 // its query tensor in a decode step. y, the tables, and the caches start on 8-byte boundaries.
 // The caches come twice: read through k and v (never at column c, so the read-only path may
 // serve them) and written through k_out and v_out (only at column c).
-extern "C" __global__ void __launch_bounds__(WARPS * 32, DECODE_BLOCKS_PER_SM) decode_attention_qkv(
+extern "C" __global__ void __launch_bounds__(WARPS * 32, 16) decode_attention_qkv(
     const bf16_t* __restrict__ y, const bf16_t* __restrict__ cos_t,
     const bf16_t* __restrict__ sin_t, const unsigned int* __restrict__ pos,
     const bf16_t* __restrict__ k, const bf16_t* __restrict__ v, bf16_t* __restrict__ k_out,
@@ -336,16 +194,17 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, DECODE_BLOCKS_PER_SM) d
     float qv[PER];
     rope_row(y + ((long long)b * (nh + 2 * nkv) + h) * HEAD_DIM, cos_t, sin_t, pos[b], lane,
              interleaved, qv);
-    const float qscale = query_scale(qv, scale);
+    #pragma unroll
+    for (int i = 0; i < PER; i++) qv[i] *= scale;
     const long long base = (long long)b * k_batch + (long long)kvh * k_head + lane * PER;
     float m = NEG_INF, s = 0.f, acc[PER];
     #pragma unroll
     for (int i = 0; i < PER; i++) acc[i] = 0.f;
     // The step's own key and value go to the warp with the fewest cached keys (the keys are
-    // dealt to the warps DEAL at a time), before its share: the order of the keys does not
+    // dealt to the warps UNROLL at a time), before its share: the order of the keys does not
     // change the result.
     const int first = (int)start[b];
-    const int chunks = (c - first + DEAL - 1) / DEAL;
+    const int chunks = (c - first + UNROLL - 1) / UNROLL;
     if (warp == (chunks % WARPS == 0 ? WARPS - 1 : chunks % WARPS)) {
         const bf16_t* kv = y + ((long long)b * (nh + 2 * nkv) + nh + kvh) * HEAD_DIM;
         float kn[PER], vn[PER];
@@ -360,12 +219,12 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, DECODE_BLOCKS_PER_SM) d
         for (int i = 0; i < PER; i++) dot += qv[i] * kn[i];
         #pragma unroll
         for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        m = dot * qscale;
+        m = dot;
         s = 1.f;
         #pragma unroll
         for (int i = 0; i < PER; i++) acc[i] = vn[i];
     }
-    attend_cached(qv, k, v, base, first, c, warp, m, s, acc, qscale);
+    attend_cached(qv, k, v, base, first, c, warp, m, s, acc);
     merge_store(m, s, acc, out + ((long long)b * nh + h) * HEAD_DIM + lane * PER, warp, lane);
 }
 

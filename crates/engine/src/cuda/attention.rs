@@ -17,7 +17,6 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CudaStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
 use half::bf16;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 const SOURCE: &str = include_str!("attention.cu");
 
@@ -92,8 +91,16 @@ impl CustomOp3 for DecodeAttention<'_> {
             );
         }
         let dev = qs.device.clone();
-        let (module, defines) = module(hd, self.unroll);
-        let func = function(&dev, &module, SOURCE, &defines, "decode_attention")?;
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{}", self.unroll),
+            SOURCE,
+            &[
+                format!("-DHEAD_DIM={hd}"),
+                format!("-DUNROLL={}", self.unroll),
+            ],
+            "decode_attention",
+        )?;
         let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
         let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
         let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
@@ -186,37 +193,6 @@ pub fn decode_attention_unrolled(
     )
 }
 
-/// 0: as `WATTBENCH_DECODE_SCORES` says; 1: tensor cores; 2: CUDA cores.
-static SCORES: AtomicU8 = AtomicU8::new(0);
-
-/// Whether decode attention computes its scores on the tensor cores (16 keys a warp at a time,
-/// `mma.m16n8k16`) rather than on the CUDA cores (two keys a warp at a time, a butterfly of
-/// shuffles each): unless [`set_tensor_core_scores`] said otherwise, when
-/// `WATTBENCH_DECODE_SCORES` is `mma`.
-pub fn tensor_core_scores() -> bool {
-    match SCORES.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
-        _ => std::env::var("WATTBENCH_DECODE_SCORES").is_ok_and(|v| v == "mma"),
-    }
-}
-
-/// Chooses where decode attention computes its scores, for the whole process.
-pub fn set_tensor_core_scores(on: bool) {
-    SCORES.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-}
-
-/// The attention module for head dimension `hd` and `unroll` keys a round: its name and defines.
-fn module(hd: usize, unroll: u32) -> (String, Vec<String>) {
-    let mut defines = vec![format!("-DHEAD_DIM={hd}"), format!("-DUNROLL={unroll}")];
-    let mut name = format!("wattbench_attention_{hd}_{unroll}");
-    if tensor_core_scores() {
-        defines.push("-DDECODE_MMA".into());
-        name.push_str("_mma");
-    }
-    (name, defines)
-}
-
 /// Whether a decode step attends straight from the fused QKV projection
 /// ([`decode_attention_qkv`]): unless `WATTBENCH_DECODE_ATTENTION` is `split` (the QKV split
 /// kernel, then [`decode_attention`], for comparisons).
@@ -282,8 +258,13 @@ impl CustomOp1 for DecodeQkvAttention<'_> {
             );
         }
         let dev = ys.device.clone();
-        let (module, defines) = module(hd, UNROLL);
-        let func = function(&dev, &module, SOURCE, &defines, "decode_attention_qkv")?;
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{UNROLL}"),
+            SOURCE,
+            &[format!("-DHEAD_DIM={hd}"), format!("-DUNROLL={UNROLL}")],
+            "decode_attention_qkv",
+        )?;
         let y = ys.as_cuda_slice::<bf16>()?.slice(yl.start_offset()..);
         // SAFETY: the kernel writes every element of `out` (each head of each sequence).
         let mut out = driver(unsafe { dev.cuda_stream().alloc::<bf16>(b * nh * hd) })?;
@@ -410,8 +391,13 @@ impl CustomOp3 for PrefillAttention<'_> {
             );
         }
         let dev = qs.device.clone();
-        let (module, defines) = module(hd, UNROLL);
-        let func = function(&dev, &module, SOURCE, &defines, "prefill_attention")?;
+        let func = function(
+            &dev,
+            &format!("wattbench_attention_{hd}_{UNROLL}"),
+            SOURCE,
+            &[format!("-DHEAD_DIM={hd}"), format!("-DUNROLL={UNROLL}")],
+            "prefill_attention",
+        )?;
         let q = qs.as_cuda_slice::<bf16>()?.slice(ql.start_offset()..);
         let k = ks.as_cuda_slice::<bf16>()?.slice(kl.start_offset()..);
         let v = vs.as_cuda_slice::<bf16>()?.slice(vl.start_offset()..);
