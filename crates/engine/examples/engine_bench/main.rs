@@ -71,6 +71,33 @@ pub(crate) fn arg(args: &[String], name: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A comma-separated list of numbers after `name`.
+pub(crate) fn numbers(
+    args: &[String],
+    name: &str,
+    default: &str,
+) -> Result<Vec<usize>, Box<dyn std::error::Error>> {
+    arg(args, name, default)
+        .split(',')
+        .map(|n| Ok(n.parse()?))
+        .collect()
+}
+
+/// The sensors of `--sensor` (default `nvml`), narrowed to the `gpus` GPUs from `device` on.
+pub(crate) fn sensors(
+    args: &[String],
+    device: &candle_core::Device,
+    gpus: usize,
+) -> Result<SensorSet, Box<dyn std::error::Error>> {
+    let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
+    let mut sensors = SensorSet::open(&specs)?;
+    if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
+        let used: Vec<String> = (gpu_id..gpu_id + gpus).map(|i| i.to_string()).collect();
+        sensors.select(&used)?;
+    }
+    Ok(sensors)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     match arg(&args, "--mode", "throughput").as_str() {
@@ -196,19 +223,9 @@ fn throughput(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let new: u32 = arg(args, "--new", "256").parse()?;
     let temperature: f64 = arg(args, "--temperature", "0.8").parse()?;
     let top_p: f64 = arg(args, "--top-p", "0.95").parse()?;
-    let batches: Vec<usize> = arg(args, "--batch", "64")
-        .split(',')
-        .map(|b| b.parse())
-        .collect::<Result<_, _>>()?;
+    let batches = numbers(args, "--batch", "64")?;
     let repeats: usize = arg(args, "--repeat", "1").parse()?;
-    let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
-    let mut sensors = SensorSet::open(&specs)?;
-    if let candle_core::DeviceLocation::Cuda { gpu_id } = device.location() {
-        let used: Vec<String> = (gpu_id..gpu_id + loaded.devices())
-            .map(|i| i.to_string())
-            .collect();
-        sensors.select(&used)?;
-    }
+    let sensors = sensors(args, &device, loaded.devices())?;
     let vocab = loaded.model.cfg.vocab_size as u64;
     let params = GenerationParams {
         temperature,

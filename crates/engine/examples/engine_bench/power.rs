@@ -39,7 +39,7 @@ use cudarc::driver::{sys, CudaGraph, LaunchConfig, PushKernelArg};
 use std::time::{Duration, Instant};
 use wattbench_core::summarize;
 use wattbench_engine::model::Linear;
-use wattbench_meter::{EnergySensor, Sampler, SensorSet, SensorSpec};
+use wattbench_meter::{EnergySensor, Sampler, SensorSet};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -71,20 +71,13 @@ pub fn run(args: &[String]) -> Res<()> {
     let seconds: f64 = arg(args, "--seconds", "6").parse()?;
     let rounds: usize = arg(args, "--rounds", "2").parse()?;
     let at: usize = arg(args, "--at", "256").parse()?;
-    let rows: Vec<usize> = arg(args, "--rows", "1,64,256")
-        .split(',')
-        .map(|r| r.parse())
-        .collect::<Result<_, _>>()?;
+    let rows = crate::numbers(args, "--rows", "1,64,256")?;
     let (name, dev, _, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
     let m = &loaded.model;
     let candle_core::Device::Cuda(cd) = &dev else {
         return Err("--mode power needs --device cuda".into());
     };
-    let specs = SensorSpec::parse_list(&[arg(args, "--sensor", "nvml")])?;
-    let mut sensors = SensorSet::open(&specs)?;
-    if let candle_core::DeviceLocation::Cuda { gpu_id } = dev.location() {
-        sensors.select(&[gpu_id.to_string()])?;
-    }
+    let sensors = crate::sensors(args, &dev, 1)?;
     let devices = sensors.devices().to_vec();
 
     // The weights' bytes for the copies, in a buffer of their own.
@@ -141,9 +134,12 @@ pub fn run(args: &[String]) -> Res<()> {
             (rnd(&[r, 1, hidden])?, rnd(&[r, 1, f])?)
         };
         let graph = capture(cd, &|| {
-            for i in 0..m.layers.len() {
-                for (k, (_, _, wide)) in kinds().iter().enumerate() {
-                    Linear::dense(if *wide { &a } else { &h }, ws[k][i])?;
+            // (Every layer holds every kind: checked above.)
+            for layer in &m.layers {
+                for (_, pick, wide) in kinds() {
+                    if let Some(w) = pick(layer) {
+                        Linear::dense(if wide { &a } else { &h }, w)?;
+                    }
                 }
             }
             Ok(())
