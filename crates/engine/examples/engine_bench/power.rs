@@ -72,6 +72,27 @@ pub fn run(args: &[String]) -> Res<()> {
     let rounds: usize = arg(args, "--rounds", "2").parse()?;
     let at: usize = arg(args, "--at", "256").parse()?;
     let rows = crate::numbers(args, "--rows", "1,64,256")?;
+    // Checked before anything is loaded.
+    let only = arg(args, "--parts", "");
+    let mut names: Vec<String> = ["idle", "copies", "loads"].map(String::from).into();
+    names.extend(rows.iter().map(|r| format!("products_b{r}")));
+    names.extend(
+        [
+            "products_b64_cublas",
+            "products_b64_zeros",
+            "attention_b64",
+            "prefill_b64",
+            "batch_b64",
+        ]
+        .map(String::from),
+    );
+    if let Some(p) = only
+        .split(',')
+        .find(|p| !p.is_empty() && !names.iter().any(|n| n == p))
+    {
+        return Err(format!("--parts: no part named {p} (parts: {})", names.join(", ")).into());
+    }
+    let chosen = |name: &str| only.is_empty() || only.split(',').any(|p| p == name);
     let (name, dev, _, loaded) = load(args, "synthetic:llama-7b", "cuda", "auto")?;
     let m = &loaded.model;
     let candle_core::Device::Cuda(cd) = &dev else {
@@ -233,14 +254,6 @@ pub fn run(args: &[String]) -> Res<()> {
     stream.synchronize()?;
     dev.synchronize()?;
 
-    let only = arg(args, "--parts", "");
-    let chosen = |name: &str| only.is_empty() || only.split(',').any(|p| p == name);
-    if let Some(p) = only
-        .split(',')
-        .find(|p| !p.is_empty() && *p != "batch_b64" && !parts.iter().any(|part| part.name == *p))
-    {
-        return Err(format!("--parts: no part named {p}").into());
-    }
     parts.retain(|p| chosen(&p.name));
     let sampler = Sampler::start(sensors, Duration::from_millis(100), true, None)?;
     let mut results = Vec::new();
