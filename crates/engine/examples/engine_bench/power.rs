@@ -7,8 +7,9 @@
 //! and a gigabyte read, mean SM clock and highest temperature. The parts, in this order, all of
 //! them `--rounds` (2) times:
 //! - `idle`: nothing queued;
-//! - `copies`: the 7B shape's weights (random bits) read by TMA bulk copies of 16 KB into rings
-//!   of shared memory, one thread a block (`--mode inflight`'s `bulk_s8_k16`, the fastest read);
+//! - `copies`: the 7B shape's layer matrices, as many layers as the model has, filled with random
+//!   bits and read by TMA bulk copies of 16 KB into rings of shared memory, one thread a block
+//!   (`--mode inflight`'s `bulk_s8_k16`, the fastest read);
 //! - `loads`: the same bytes by plain 16-byte loads, 4 a thread, 8 blocks an SM (every warp
 //!   issuing; `ldg_u4_b8`);
 //! - `products_b<R>` for R in `--rows` (1,64,256): the 128 products of a decode step of the
@@ -98,6 +99,13 @@ pub fn run(args: &[String]) -> Res<()> {
     let candle_core::Device::Cuda(cd) = &dev else {
         return Err("--mode power needs --device cuda".into());
     };
+    // The copies run on GPU 0 (`crate::chain::gpu0`), so the model must be there too.
+    if !matches!(
+        dev.location(),
+        candle_core::DeviceLocation::Cuda { gpu_id: 0 }
+    ) {
+        return Err("--mode power runs on GPU 0: use --device cuda (or cuda:0)".into());
+    }
     let sensors = crate::sensors(args, &dev, 1)?;
     let devices = sensors.devices().to_vec();
 
